@@ -1,0 +1,1 @@
+"""Datasets, scenarios, backbones, the training engine, run records and the CLI."""

@@ -1,0 +1,78 @@
+"""The `headbench` command (also `python -m benchmarks`).
+
+Bad input of any kind ends in one line on stderr and exit status 2, with nothing
+written; Ctrl-C keeps every finished run's record and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        self.exit(2, f"headbench: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="headbench", description="Head-only class-incremental learning benchmarks.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run strategies over seeds on a benchmark config")
+    run.add_argument("config", help="a config file, or the name of a shipped config (headbench list configs)")
+    run.add_argument("--strategy", action="append", default=[], metavar="NAME",
+                     help="run only this strategy (repeatable; 'all' for every registered one)")
+    run.add_argument("--seeds", help="seed ids: a range 0-4, a list 0,2,7 or one id")
+    run.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                     help="override a config value, e.g. training.epochs=20 or strategies.ewc.lambda=1000")
+    run.add_argument("--out", help="results directory (default: results/<config name>)")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+    listing = commands.add_parser("list", help="show strategies, datasets, backbones and configs")
+    listing.add_argument("section", nargs="?", choices=("strategies", "datasets", "backbones", "configs"))
+    return parser
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from benchmarks import run
+    from benchmarks.progress import Progress
+
+    plan = run.plan(args.config, args.overrides, args.strategy, args.seeds, args.device, args.out)
+    progress = Progress(args.quiet)
+    try:
+        records, table = run.execute(plan, progress)
+    except KeyboardInterrupt:
+        written = len(list((plan.out / "runs").glob("*.json")))
+        print(f"headbench: interrupted; {written} finished run records kept in {plan.out / 'runs'}", file=sys.stderr)
+        return 130
+    run.print_summary(plan, records, table)
+    return 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    from benchmarks.listing import SECTIONS
+
+    sections = [args.section] if args.section else list(SECTIONS)
+    print("\n\n".join(SECTIONS[section]() for section in sections))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from benchmarks.engine import TrainingDiverged
+    from benchmarks.errors import UsageError
+    from strategies import HyperparameterError
+
+    try:
+        return command_run(args) if args.command == "run" else command_list(args)
+    except (UsageError, HyperparameterError) as error:
+        print(f"headbench: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"headbench: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

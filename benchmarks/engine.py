@@ -1,0 +1,161 @@
+"""The training engine: one strategy, one seed, over every experience of a scenario.
+
+Heads train on device-resident feature tensors: each epoch draws one permutation and
+slices minibatches by index (no DataLoader, no per-step host sync; the loss is summed on
+the device and read once per experience). Evaluation after experience i fills row i of
+the accuracy matrix over every class seen so far, with no task labels.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from benchmarks.errors import UsageError
+from benchmarks.scenario import Scenario
+from strategies import Experience, Head, Strategy
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite (too high a learning rate, usually)."""
+
+
+@dataclass
+class RunResult:
+    accuracy_matrix: list[list[float | None]]  # R[i][j]; None where j > i (not yet seen)
+    test_counts: list[int]  # test samples per experience
+    newest_share: list[float]  # share of predictions on the newest experience's classes
+    weight_norms: list[list[float]]  # per-class L2 norms of the head's rows, per experience
+    train_loss: list[float]  # mean minibatch loss per experience
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def make_optimizer(parameters: list[Tensor], training: dict[str, Any]) -> torch.optim.Optimizer:
+    if training["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=training["lr"], momentum=training["momentum"],
+            weight_decay=training["weight_decay"],
+        )
+    return torch.optim.Adam(parameters, lr=training["lr"], weight_decay=training["weight_decay"])
+
+
+def _overrides(strategy: Strategy, hook: str) -> bool:
+    return getattr(type(strategy), hook) is not getattr(Strategy, hook)
+
+
+def run(
+    strategy: Strategy,
+    train_features: Tensor,
+    train_targets: Tensor,
+    test_features: Tensor,
+    test_targets: Tensor,
+    scenario: Scenario,
+    training: dict[str, Any],
+    bias: bool,
+    seed: int,
+) -> RunResult:
+    """Train and evaluate one strategy; targets are arrival-order ids on the device.
+
+    Same inputs and seed on the CPU give a byte-identical accuracy matrix.
+    """
+    device = train_features.device
+    torch.manual_seed(seed)  # head initialisation draws from the global CPU generator
+    shuffle = torch.Generator().manual_seed(seed)
+    head = Head(train_features.shape[1], bias=bias).to(device)
+    strategy.to(device)
+    boundaries = scenario.boundaries
+    num_experiences = scenario.num_experiences
+    experience_of_class = torch.repeat_interleave(
+        torch.arange(num_experiences, device=device),
+        torch.tensor(scenario.experience_sizes, device=device),
+    )  # (classes,)
+    test_experience = experience_of_class[test_targets]  # (test,)
+    test_counts = torch.bincount(test_experience, minlength=num_experiences).tolist()
+    empty = [j for j, count in enumerate(test_counts) if count == 0]
+    if empty:
+        raise UsageError(f"experience {empty[0]} has no test samples; every class needs test data")
+    calls_after_update = _overrides(strategy, "after_update")
+    batch_size, epochs = training["batch_size"], training["epochs"]
+    rows, shares, norms, losses = [], [], [], []
+    train_seconds = eval_seconds = 0.0
+
+    for index in range(num_experiences):
+        started = time.perf_counter()
+        num_old, num_seen = boundaries[index], boundaries[index + 1]
+        first = 0 if strategy.trains_on_all_seen else num_old
+        selected = (train_targets >= first) & (train_targets < num_seen)
+        features, targets = train_features[selected], train_targets[selected]  # (n, dim), (n,)
+        experience = Experience(index, num_old, num_seen, features, targets)
+
+        strategy.expand(head, num_seen - num_old)
+        strategy.before_experience(head, experience)
+        optimizer = make_optimizer(list(head.parameters()), training)
+        steps = epochs * math.ceil(len(targets) / batch_size)
+        loss_sum = torch.zeros((), device=device)
+        step = 0
+        for _ in range(epochs):
+            order = torch.randperm(len(targets), generator=shuffle).to(device)
+            for batch in order.split(batch_size):
+                if training["schedule"] == "cosine":
+                    for group in optimizer.param_groups:
+                        group["lr"] = 0.5 * training["lr"] * (1 + math.cos(math.pi * step / steps))
+                batch_features = features[batch]  # (batch, dim)
+                loss = strategy.loss(head(batch_features), targets[batch], batch_features, head)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if calls_after_update:
+                    strategy.after_update(head)
+                loss_sum += loss.detach()
+                step += 1
+        mean_loss = (loss_sum / steps).item()
+        if not math.isfinite(mean_loss):
+            raise TrainingDiverged(
+                f"{strategy.name}: the loss became {mean_loss} in experience {index}; "
+                f"lower training.lr (now {training['lr']})"
+            )
+        strategy.after_experience(head, experience)
+        train_seconds += time.perf_counter() - started
+
+        started = time.perf_counter()
+        row, share, norm = evaluate(
+            strategy, head, test_features, test_targets, test_experience, num_old, num_seen, num_experiences
+        )
+        accuracies = [correct / total for correct, total in zip(row[: index + 1], test_counts)]
+        rows.append(accuracies + [None] * (num_experiences - index - 1))
+        shares.append(share)
+        norms.append(norm)
+        losses.append(mean_loss)
+        eval_seconds += time.perf_counter() - started
+
+    return RunResult(rows, test_counts, shares, norms, losses, {"train": train_seconds, "evaluate": eval_seconds})
+
+
+@torch.no_grad()
+def evaluate(
+    strategy: Strategy,
+    head: Head,
+    test_features: Tensor,
+    test_targets: Tensor,
+    test_experience: Tensor,
+    num_old: int,
+    num_seen: int,
+    num_experiences: int,
+) -> tuple[list[float], float, list[float]]:
+    """Correct predictions per experience, share on the newest classes, row norms."""
+    seen = test_targets < num_seen
+    predictions = strategy.predict(head, test_features[seen]).argmax(dim=1)  # (seen test,)
+    correct = (predictions == test_targets[seen]).float()
+    per_experience = torch.zeros(num_experiences, device=correct.device)
+    per_experience.index_add_(0, test_experience[seen], correct)
+    share = (predictions >= num_old).float().mean()
+    return (
+        per_experience.tolist(),
+        share.item(),
+        head.weight.detach().norm(dim=1).tolist(),
+    )

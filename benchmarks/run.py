@@ -1,0 +1,226 @@
+"""`headbench run`: plan (validate everything, write nothing), then execute.
+
+Planning loads the config, the dataset and the scenario and builds every strategy, so
+any bad input stops the run before a file is written. Executing extracts features once,
+then trains every (strategy, seed) on them and writes one record per run atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import strategies
+from benchmarks import backbones, config, datasets, engine, store
+from benchmarks.errors import UsageError
+from benchmarks.progress import Progress
+from benchmarks.scenario import Scenario, resolve_class_order
+from reports import tables
+from reports.metrics import all_metrics
+from strategies.base import resolved_config
+
+RECORD_FORMAT = 1
+
+
+def named_options() -> dict[str, dict[str, dict[str, config.Option]]]:
+    return {
+        "dataset": {name: spec.options for name, spec in datasets.DATASETS.items()},
+        "backbone": {name: spec.options for name, spec in backbones.BACKBONES.items()},
+    }
+
+
+@dataclass
+class Plan:
+    benchmark: str
+    config: dict[str, Any]  # resolved; "strategies" holds the resolved tables of those that run
+    data: datasets.Data
+    scenario: Scenario
+    device: torch.device
+    out: Path
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: CUDA is not available here; accepted: cpu, auto")
+    return torch.device(name)
+
+
+def select_strategies(requested: list[str], by_name: dict[str, dict]) -> dict[str, dict]:
+    """Registry name -> resolved hyperparameters, for the strategies that will run.
+
+    `--strategy` (repeatable, or `all`) picks them; otherwise the config's tables do;
+    otherwise every registered strategy runs. A strategy takes its table from the
+    config when there is one, else the paper defaults.
+    """
+    if "all" in requested:
+        names = strategies.list_strategies()
+    elif requested:
+        names = list(dict.fromkeys(strategies.canonical_name(n) for n in requested))
+    else:
+        names = list(by_name) or strategies.list_strategies()
+    chosen = {}
+    for name in names:
+        strategy = strategies.create(name, by_name.get(name, {}))
+        chosen[name] = resolved_config(strategy.config)
+    for name, table in by_name.items():  # check tables of strategies not run, too
+        strategies.create(name, table)
+    return chosen
+
+
+def plan(
+    config_name: str,
+    overrides: list[str] = (),
+    requested: list[str] = (),
+    seeds: str | None = None,
+    device: str = "auto",
+    out: str | None = None,
+) -> Plan:
+    path = config.find_config(config_name)
+    raw = config.apply_overrides(config.load_file(path), list(overrides), strategies.canonical_name)
+    if seeds is not None:
+        raw.setdefault("training", {})["seeds"] = config.parse_seeds(seeds)
+    resolved = config.resolve(raw, named_options())
+    resolved["strategies"] = select_strategies(list(requested), resolved["strategies"])
+    data = datasets.load(resolved["dataset"])
+    scenario_table = resolved["scenario"]
+    scenario = Scenario(
+        resolve_class_order(scenario_table["class_order"], data.num_classes),
+        scenario_table["initial_classes"],
+        scenario_table["increment"],
+    )
+    for name, hyperparameters in resolved["strategies"].items():
+        strategies.create(name, hyperparameters).validate(scenario.experience_sizes)
+    target = resolve_device(device)
+    out_dir = Path(out) if out else Path("results") / path.stem
+    return Plan(path.stem, resolved, data, scenario, target, out_dir)
+
+
+def code_version() -> dict[str, Any]:
+    try:
+        package = version("headbench")
+    except PackageNotFoundError:
+        package = None
+    try:
+        commit = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"headbench": package, "git": commit}
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        **code_version(),
+    }
+
+
+def _hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def execute(plan: Plan, progress: Progress) -> tuple[list[dict], str]:
+    """Extract features once, run every (strategy, seed), write records and summaries.
+
+    Returns the records and the Markdown summary table.
+    """
+    runs_dir = store.prepare_out(plan.out)
+    data, scenario, device = plan.data, plan.scenario, plan.device
+    progress.log(
+        f"dataset {plan.config['dataset']['name']}: {len(data.train_targets)} train / "
+        f"{len(data.test_targets)} test samples, {data.num_classes} classes, "
+        f"{scenario.num_experiences} experiences {scenario.experience_sizes}"
+    )
+    started = time.perf_counter()
+    features = backbones.extract(plan.config["backbone"], data, scenario, device, progress)
+    feature_seconds = time.perf_counter() - started
+    features_fingerprint = _hash([datasets.fingerprint(f.cpu().numpy()) for f in (features.train, features.test)])[:16]
+    progress.log(
+        f"features: computed once with backbone {plan.config['backbone']['name']} "
+        f"(dim {features.train.shape[1]}, {feature_seconds:.1f} s, on {device}); reused by every run"
+    )
+    train_targets = torch.from_numpy(scenario.remap(data.train_targets)).to(device)
+    test_targets = torch.from_numpy(scenario.remap(data.test_targets)).to(device)
+    env = environment(device)
+    shared = {key: value for key, value in plan.config.items() if key != "strategies"}
+    jobs = [(name, seed) for name in plan.config["strategies"] for seed in plan.config["training"]["seeds"]]
+    records = []
+    for name, seed in progress.iterate(jobs, "runs", total=len(jobs)):
+        hyperparameters = plan.config["strategies"][name]
+        run_config = {**shared, "strategies": {name: hyperparameters}}
+        strategy = strategies.create(name, hyperparameters)
+        started = time.perf_counter()
+        result = engine.run(
+            strategy, features.train, train_targets, features.test, test_targets, scenario,
+            plan.config["training"], plan.config["head"]["bias"], seed,
+        )
+        identity = {"config": run_config, "seed": seed, "data": data.fingerprint, "code": env["headbench"]}
+        record = {
+            "format": RECORD_FORMAT,
+            "run_id": f"{name}-seed{seed}-{_hash(identity)[:12]}",
+            "benchmark": plan.benchmark,
+            "strategy": name,
+            "paper": type(strategy).paper,
+            "seed": seed,
+            "config": run_config,
+            "class_order": scenario.class_order,
+            "experiences": [scenario.original_classes(i) for i in range(scenario.num_experiences)],
+            "class_names": data.class_names,
+            "accuracy_matrix": result.accuracy_matrix,
+            "test_counts": result.test_counts,
+            "metrics": all_metrics(result.accuracy_matrix, result.test_counts),
+            "newest_share": result.newest_share,
+            "weight_norms": result.weight_norms,
+            "train_loss": result.train_loss,
+            "seconds": {"features": feature_seconds, **result.seconds, "run": time.perf_counter() - started},
+            "data_fingerprint": data.fingerprint,
+            "features_fingerprint": features_fingerprint,
+            "environment": env,
+        }
+        store.write_record(runs_dir, record)
+        records.append(record)
+    summary = tables.summarise(records)
+    table = tables.markdown(summary)
+    store.atomic_write(plan.out / "summary.csv", tables.tidy_csv(summary))
+    store.atomic_write(plan.out / "summary.md", f"{describe(plan)}\n\n{table}")
+    return records, table
+
+
+def describe(plan: Plan) -> str:
+    """One line naming what the table compares, printed above it."""
+    cfg = plan.config
+    return (
+        f"{plan.benchmark}: {cfg['dataset']['name']}, backbone {cfg['backbone']['name']}, "
+        f"head bias {str(cfg['head']['bias']).lower()}, B{cfg['scenario']['initial_classes']} "
+        f"Inc{cfg['scenario']['increment']}, order {cfg['scenario']['class_order']}, "
+        f"seeds {cfg['training']['seeds']}, device {plan.device}"
+    )
+
+
+def print_summary(plan: Plan, records: list[dict], table: str) -> None:
+    out = plan.out
+    print(describe(plan))
+    print("accuracies in %, forgetting and BWT in percentage points; mean ± std over seeds\n")
+    print(table)
+    print(f"results: {out}/summary.md, {out}/summary.csv and {len(records)} run records in {out}/runs/")
+    sys.stdout.flush()

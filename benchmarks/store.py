@@ -1,0 +1,55 @@
+"""Run records on disk: OUT/runs/<run_id>.json, written atomically, and the summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.errors import UsageError
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it.
+
+    A crash or Ctrl-C leaves either the old file or the new one, never half of one.
+    """
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def prepare_out(out: Path) -> Path:
+    """Create OUT/runs and prove it writable; UsageError (nothing left behind) if not."""
+    runs = out / "runs"
+    created = [p for p in (out, runs) if not p.exists()]
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        probe, name = tempfile.mkstemp(dir=runs, prefix=".probe.")
+        os.close(probe)
+        os.unlink(name)
+    except OSError as error:
+        for path in reversed(created):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        raise UsageError(f"--out {out} is not writable ({error.strerror}); give a writable directory") from None
+    return runs
+
+
+def write_record(runs: Path, record: dict[str, Any]) -> Path:
+    path = runs / f"{record['run_id']}.json"
+    atomic_write(path, json.dumps(record, indent=1, allow_nan=True) + "\n")
+    return path
+
+
+def read_records(runs: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(runs.glob("*.json"))]

@@ -1,0 +1,1 @@
+"""Metrics, tables and plots from saved run records; never imports the engine."""

@@ -1,0 +1,98 @@
+"""Metrics of class-incremental learning, pure functions of the accuracy matrix.
+
+R[i][j] is the top-1 accuracy on the test samples of experience j's classes after
+training experience i, predicting over all classes seen so far (no task labels); entries
+with j > i are None (not yet seen). Experiences are numbered 0..T-1 here; the papers
+number them 1..T. `counts[j]` is the number of test samples of experience j; without it,
+experiences weigh equally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Matrix = Sequence[Sequence[float | None]]
+
+
+def _as_array(matrix: Matrix) -> np.ndarray:
+    array = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
+        raise ValueError(f"the accuracy matrix must be square and non-empty; got shape {array.shape}")
+    if np.isnan(array[np.tril_indices(len(array))]).any():
+        raise ValueError("the accuracy matrix has a missing entry on or below the diagonal")
+    return array
+
+
+def _weights(counts: Sequence[int] | None, size: int) -> np.ndarray:
+    return np.ones(size) if counts is None else np.asarray(counts, dtype=float)
+
+
+def accuracy_seen(matrix: Matrix, counts: Sequence[int] | None = None) -> list[float]:
+    """A_i: accuracy over all test samples of the classes seen after experience i.
+
+    A_i = Σ_{j<=i} n_j R[i, j] / Σ_{j<=i} n_j (the mean of row i when the n_j are equal).
+    """
+    array = _as_array(matrix)
+    weights = _weights(counts, len(array))
+    return [float(np.dot(array[i, : i + 1], weights[: i + 1]) / weights[: i + 1].sum()) for i in range(len(array))]
+
+
+def final_average_accuracy(matrix: Matrix, counts: Sequence[int] | None = None) -> float:
+    """A_T: accuracy over all test samples of all classes after the last experience."""
+    return accuracy_seen(matrix, counts)[-1]
+
+
+def average_incremental_accuracy(matrix: Matrix, counts: Sequence[int] | None = None) -> float:
+    """(1/T) Σ_i A_i: the mean over experiences of the accuracy on all classes seen so far.
+
+    Rebuffi et al., "iCaRL: Incremental Classifier and Representation Learning", CVPR 2017.
+    """
+    return float(np.mean(accuracy_seen(matrix, counts)))
+
+
+def forgetting(matrix: Matrix) -> float:
+    """F = (1/(T-1)) Σ_{j<T-1} ( max_{l in j..T-2} R[l, j] − R[T-1, j] ).
+
+    Chaudhry et al., "Riemannian Walk for Incremental Learning", ECCV 2018: the drop from
+    the best accuracy an old experience ever had (before the last) to its final accuracy.
+    NaN for a single experience, where nothing can be forgotten.
+    """
+    array = _as_array(matrix)
+    last = len(array) - 1
+    if last == 0:
+        return float("nan")
+    return float(np.mean([array[j:last, j].max() - array[last, j] for j in range(last)]))
+
+
+def backward_transfer(matrix: Matrix) -> float:
+    """BWT = (1/(T-1)) Σ_{j<T-1} ( R[T-1, j] − R[j, j] ).
+
+    Lopez-Paz & Ranzato, "Gradient Episodic Memory for Continual Learning", NeurIPS 2017:
+    negative when learning later experiences hurts earlier ones. NaN for one experience.
+    """
+    array = _as_array(matrix)
+    last = len(array) - 1
+    if last == 0:
+        return float("nan")
+    return float(np.mean([array[last, j] - array[j, j] for j in range(last)]))
+
+
+METRICS = {
+    "final_accuracy": ("final average accuracy", True),
+    "average_incremental_accuracy": ("average incremental accuracy", True),
+    "forgetting": ("forgetting", False),
+    "bwt": ("BWT", True),
+}
+"""Metric key -> (display name, higher is better)."""
+
+
+def all_metrics(matrix: Matrix, counts: Sequence[int] | None = None) -> dict[str, float]:
+    """Every metric above, keyed as in METRICS."""
+    return {
+        "final_accuracy": final_average_accuracy(matrix, counts),
+        "average_incremental_accuracy": average_incremental_accuracy(matrix, counts),
+        "forgetting": forgetting(matrix),
+        "bwt": backward_transfer(matrix),
+    }

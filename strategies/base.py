@@ -1,0 +1,276 @@
+"""The head, the strategy contract and the small pure functions strategies share.
+
+Strategies see tensors and a head, nothing else: this module imports neither benchmarks/
+nor reports/. Hook names follow Avalanche's plugin callbacks (see strategies.avalanche
+when it lands) so the same object can run in our engine and inside Avalanche.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class HyperparameterError(ValueError):
+    """A strategy hyperparameter (or its combination with the scenario) is not accepted."""
+
+
+def hyperparameter(default: Any, meaning: str) -> Any:
+    """A typed config field with its default and a one-line meaning (shown by `list`)."""
+    return dataclasses.field(default=default, metadata={"meaning": meaning})
+
+
+def config_key(field_name: str) -> str:
+    """Config/CLI key of a field: `lambda_` is spelled `lambda` in TOML and `--set`."""
+    return field_name.rstrip("_")
+
+
+class Head(nn.Module):
+    """The linear classifier that grows: row c scores the c-th class in arrival order."""
+
+    def __init__(self, in_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.weight = nn.Parameter(torch.empty(0, in_features))
+        self.bias = nn.Parameter(torch.empty(0)) if bias else None
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, features: Tensor) -> Tensor:
+        return F.linear(features, self.weight, self.bias)  # (batch, num_classes)
+
+    @torch.no_grad()
+    def append_rows(self, weight: Tensor, bias: Tensor | None = None) -> None:
+        """Add output units; the old rows are kept unchanged.
+
+        The parameters are replaced by larger ones, so an optimizer must be built after
+        this call (the engine builds one per experience).
+        """
+        device = self.weight.device
+        self.weight = nn.Parameter(torch.cat([self.weight, weight.to(device)]))
+        if self.bias is not None:
+            new_bias = torch.zeros(weight.shape[0]) if bias is None else bias
+            self.bias = nn.Parameter(torch.cat([self.bias, new_bias.to(device)]))
+
+    def reset(self) -> None:
+        """Drop every output unit (the joint upper bound re-learns from scratch)."""
+        device = self.weight.device
+        self.weight = nn.Parameter(torch.empty(0, self.in_features, device=device))
+        if self.bias is not None:
+            self.bias = nn.Parameter(torch.empty(0, device=device))
+
+
+def initial_rows(num_rows: int, in_features: int) -> Tensor:
+    """New weight rows ~ U(-1/sqrt(d), 1/sqrt(d)), the range of nn.Linear's default init.
+
+    Drawn on the CPU from the global generator (seeded per run by the engine), so a seed
+    gives the same head on every device.
+    """
+    bound = 1.0 / math.sqrt(in_features)
+    return torch.empty(num_rows, in_features).uniform_(-bound, bound)  # (new, dim)
+
+
+@dataclass(frozen=True)
+class Experience:
+    """One step of the stream, as a strategy sees it.
+
+    Classes are numbered in arrival order, so this experience's classes are
+    `num_old .. num_seen - 1`. `features`/`targets` are this experience's training data
+    (all seen data for strategies with `trains_on_all_seen`), already on the device.
+    """
+
+    index: int
+    num_old: int
+    num_seen: int
+    features: Tensor  # (samples, dim)
+    targets: Tensor  # (samples,)
+
+    @property
+    def num_new(self) -> int:
+        return self.num_seen - self.num_old
+
+
+CrossEntropyScope = Literal["seen", "new"]
+
+
+def classification_loss(
+    logits: Tensor, targets: Tensor, num_old: int, scope: CrossEntropyScope
+) -> Tensor:
+    """Cross-entropy over all seen classes, or over the new classes' logits only.
+
+    "seen" is Avalanche's choice; "new" is the multi-head reading of LwF that PyCIL and
+    FACIL use for class-incremental training (old logits then learn only through the
+    regulariser).
+    """
+    if scope == "seen":
+        return F.cross_entropy(logits, targets)
+    return F.cross_entropy(logits[:, num_old:], targets - num_old)
+
+
+def check_scope(strategy: str, scope: CrossEntropyScope, experience_sizes: Sequence[int]) -> None:
+    """Refuse cross-entropy over the new classes only when an experience brings one class.
+
+    With one new class, log-softmax over a single logit is identically 0: the loss is
+    constant and that class's row never receives a gradient.
+    """
+    for index, size in enumerate(experience_sizes):
+        if scope == "new" and size == 1:
+            raise HyperparameterError(
+                f"{strategy}: ce_scope='new' has zero gradient in experience {index}, which "
+                "brings a single class; use ce_scope='seen' or an increment of at least 2"
+            )
+
+
+def distillation_kl(
+    logits: Tensor, old_logits: Tensor, temperature: float, t_squared: bool
+) -> Tensor:
+    """KL(softmax(old/T) || softmax(new/T)) over the old classes, averaged over the batch.
+
+    Hinton et al. (2015) multiply by T^2 to keep gradient magnitudes independent of T;
+    LwF, WA and Avalanche do not. The soft-target cross-entropy those papers write
+    differs from this KL by the teacher's entropy, a constant, so the gradients are equal
+    and the term is exactly 0 when the head equals its snapshot.
+    """
+    log_student = F.log_softmax(logits / temperature, dim=1)  # (batch, old)
+    log_teacher = F.log_softmax(old_logits / temperature, dim=1)  # (batch, old)
+    kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+    return kl * temperature**2 if t_squared else kl
+
+
+class Strategy(nn.Module):
+    """Base contract: override only the hooks the method needs.
+
+    Never write an epoch loop, build an optimizer, move devices, evaluate or print in a
+    strategy: the engine does those. State carried across experiences lives in buffers
+    so `state_dict()` round-trips.
+    """
+
+    name: ClassVar[str]
+    paper: ClassVar[str]
+    Config: ClassVar[type]
+    trains_on_all_seen: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__()
+        self.config = self.Config() if config is None else config
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # Buffers grow with the head (or start as None): take the saved shapes.
+        for name in self._buffers:
+            if prefix + name in state_dict:
+                self._buffers[name] = state_dict[prefix + name].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def validate(self, experience_sizes: Sequence[int]) -> None:
+        """Raise HyperparameterError when the config degenerates on this scenario."""
+
+    def expand(self, head: Head, num_new: int) -> None:
+        """Grow the head: old rows kept, new rows initialised, new biases 0."""
+        head.append_rows(initial_rows(num_new, head.in_features))
+
+    def before_experience(self, head: Head, experience: Experience) -> None:
+        """Called after `expand`, before the first minibatch of the experience."""
+
+    def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:
+        """The objective for one minibatch; default: cross-entropy over all seen classes."""
+        return F.cross_entropy(logits, targets)
+
+    def after_update(self, head: Head) -> None:
+        """Called after every optimizer step (only when a strategy overrides it)."""
+
+    def after_experience(self, head: Head, experience: Experience) -> None:
+        """Called when the experience's training ends, before evaluation."""
+
+    def predict(self, head: Head, features: Tensor) -> Tensor:
+        return head(features)  # (batch, seen)
+
+
+class DistillingStrategy(Strategy):
+    """A strategy that keeps a snapshot of the head from before the current experience."""
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.register_buffer("old_weight", None)
+        self.register_buffer("old_bias", None)
+
+    @property
+    def num_old(self) -> int:
+        return 0 if self.old_weight is None else self.old_weight.shape[0]
+
+    def before_experience(self, head: Head, experience: Experience) -> None:
+        # Taken after `expand`, so the first num_old rows are the old head.
+        self.old_weight = head.weight.detach()[: experience.num_old].clone()
+        if head.bias is not None:
+            self.old_bias = head.bias.detach()[: experience.num_old].clone()
+
+    def old_logits(self, features: Tensor) -> Tensor:
+        return F.linear(features, self.old_weight, self.old_bias)  # (batch, old)
+
+
+def config_fields(config_class: type) -> list[tuple[str, Any, Any, str]]:
+    """(config key, type, default, meaning) of each hyperparameter, in declaration order."""
+    hints = typing.get_type_hints(config_class)
+    return [
+        (config_key(f.name), hints[f.name], f.default, f.metadata.get("meaning", ""))
+        for f in dataclasses.fields(config_class)
+    ]
+
+
+def type_name(annotation: Any) -> str:
+    """`float`, `bool`, or the accepted values of a Literal, for messages and listings."""
+    if typing.get_origin(annotation) is Literal:
+        return " | ".join(repr(value) for value in typing.get_args(annotation))
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _coerce(key: str, annotation: Any, value: Any) -> Any:
+    if typing.get_origin(annotation) is Literal:
+        if value in typing.get_args(annotation):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isfinite(value):
+                return float(value)
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, annotation):
+        return value
+    raise HyperparameterError(f"{key} = {value!r} is not accepted; expected {type_name(annotation)}")
+
+
+def build_config(strategy: str, config_class: type, values: dict[str, Any]) -> Any:
+    """A strategy's frozen config from a TOML table: unknown keys and wrong types refused."""
+    hints = typing.get_type_hints(config_class)
+    fields = {config_key(f.name): (f.name, hints[f.name]) for f in dataclasses.fields(config_class)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            accepted = ", ".join(fields) or "none"
+            raise HyperparameterError(
+                f"unknown hyperparameter strategies.{strategy}.{key}; accepted: {accepted}"
+            )
+        name, annotation = fields[key]
+        kwargs[name] = _coerce(f"strategies.{strategy}.{key}", annotation, value)
+    return config_class(**kwargs)
+
+
+def resolved_config(config: Any) -> dict[str, Any]:
+    """Every hyperparameter written out under its config key."""
+    return {config_key(f.name): getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def require(condition: bool, message: str) -> None:
+    """Config range checks, used in `__post_init__`."""
+    if not condition:
+        raise HyperparameterError(message)

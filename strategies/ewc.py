@@ -1,0 +1,146 @@
+"""Elastic Weight Consolidation on the head: a quadratic penalty, weighted by the Fisher
+information, that holds parameters important to old experiences near their old values.
+
+Kirkpatrick et al., "Overcoming catastrophic forgetting in neural networks", PNAS 2017.
+Eq. 3: L(θ) = L_B(θ) + Σ_i λ/2 · F_i · (θ_i − θ*_A,i)², F the diagonal empirical Fisher
+after experience A. Mode `separate` keeps one penalty per finished experience (the
+paper's several-task form); mode `online` keeps one running Fisher F ← γ·F + F_new
+anchored at the latest parameters (Schwarz et al., "Progress & Compress", ICML 2018).
+
+Head-only version: θ is the head's weight and bias; the Fisher is the per-sample
+empirical Fisher, mean over the experience's training samples of the squared gradient of
+log p(y | x) over all seen classes, computed in closed form for a linear head (Avalanche
+squares minibatch-mean gradients instead, which underestimates it). Rows added after a
+Fisher was taken get no penalty from it. The paper tunes λ per experiment; the default
+5000 is FACIL's. Cross-entropy is over all seen classes by default (the network's whole
+output, as in the paper and Avalanche); PyCIL and FACIL use the new classes only.
+Bias: penalised like the weights.
+
+The separate-mode sum Σ_k F_k (θ − θ_k)² is stored in completed-square form
+A (θ − μ)² + c with A = Σ_k F_k, μ = Σ_k F_k θ_k / A, which has the same value and
+gradient and a fixed number of buffers however many experiences have passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from strategies.base import (
+    CrossEntropyScope,
+    Experience,
+    Head,
+    Strategy,
+    check_scope,
+    classification_loss,
+    hyperparameter,
+    require,
+)
+from strategies.registry import register
+
+
+@dataclass(frozen=True)
+class EWCConfig:
+    lambda_: float = hyperparameter(5000.0, "λ, Eq. 3: weight of the quadratic penalty")
+    mode: Literal["separate", "online"] = hyperparameter("separate", "one penalty per experience, or one running penalty")
+    gamma: float = hyperparameter(1.0, "γ: decay of the running Fisher in online mode")
+    ce_scope: CrossEntropyScope = hyperparameter("seen", "cross-entropy over all seen or new")
+
+    def __post_init__(self) -> None:
+        require(self.lambda_ >= 0, f"strategies.ewc.lambda = {self.lambda_} must be >= 0")
+        require(0 <= self.gamma <= 1, f"strategies.ewc.gamma = {self.gamma} must be in [0, 1]")
+
+
+def empirical_fisher(head: Head, features: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    """Mean over samples of the squared per-sample gradient of −log p(y | x).
+
+    For logits z = W x + b, ∂(−log p_y)/∂z = p − e_y, so the per-sample gradient of W is
+    (p − e_y) xᵀ and its square (p − e_y)² (x²)ᵀ: the mean is one matrix product.
+    """
+    with torch.no_grad():
+        residual = F.softmax(head(features), dim=1)  # (samples, seen)
+        residual[torch.arange(len(targets)), targets] -= 1
+        squared = residual.square()  # (samples, seen)
+        fisher = {"weight": squared.T @ features.square() / len(targets)}  # (seen, dim)
+        if head.bias is not None:
+            fisher["bias"] = squared.mean(dim=0)  # (seen,)
+    return fisher
+
+
+def _pad_rows(tensor: Tensor, rows: int) -> Tensor:
+    padding = tensor.new_zeros((rows - tensor.shape[0], *tensor.shape[1:]))
+    return torch.cat([tensor, padding])
+
+
+@register("ewc")
+class EWC(Strategy):
+    """Cross-entropy plus λ/2 · Σ F (θ − θ*)² over the head's parameters."""
+
+    paper = "Kirkpatrick et al., Overcoming catastrophic forgetting, PNAS 2017"
+    Config = EWCConfig
+
+    def __init__(self, config: EWCConfig | None = None) -> None:
+        super().__init__(config)
+        for name in ("weight", "bias"):
+            self.register_buffer(f"importance_{name}", None)  # A
+            self.register_buffer(f"anchor_{name}", None)  # μ
+        self.register_buffer("penalty_offset", torch.zeros(()))  # c
+        self.num_old = 0
+
+    def validate(self, experience_sizes: Sequence[int]) -> None:
+        check_scope(self.name, self.config.ce_scope, experience_sizes)
+
+    def before_experience(self, head: Head, experience: Experience) -> None:
+        self.num_old = experience.num_old
+
+    def penalty(self, head: Head) -> Tensor:
+        """Σ A (θ − μ)² + c = Σ_k F_k (θ − θ_k)² over the rows that existed (no λ/2)."""
+        total = self.penalty_offset
+        for name in ("weight", "bias"):
+            importance = getattr(self, f"importance_{name}")
+            if importance is not None:
+                rows = importance.shape[0]
+                parameter = getattr(head, name)[:rows]
+                total = total + (importance * (parameter - getattr(self, f"anchor_{name}")).square()).sum()
+        return total
+
+    def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:
+        loss = classification_loss(logits, targets, self.num_old, self.config.ce_scope)
+        if self.importance_weight is None or self.config.lambda_ == 0:
+            return loss
+        return loss + self.config.lambda_ / 2 * self.penalty(head)  # Eq. 3
+
+    @torch.no_grad()
+    def after_experience(self, head: Head, experience: Experience) -> None:
+        fisher = empirical_fisher(head, experience.features, experience.targets)
+        offset = torch.zeros((), device=head.weight.device)
+        for name, new_importance in fisher.items():
+            parameter = getattr(head, name).detach()
+            old_importance = getattr(self, f"importance_{name}")
+            if old_importance is None:
+                importance, anchor = new_importance, parameter.clone()
+            elif self.config.mode == "online":
+                importance = self.config.gamma * _pad_rows(old_importance, head.num_classes)
+                importance, anchor = importance + new_importance, parameter.clone()
+            else:
+                old_importance = _pad_rows(old_importance, head.num_classes)
+                old_anchor = _pad_rows(getattr(self, f"anchor_{name}"), head.num_classes)
+                importance = old_importance + new_importance
+                weighted = old_importance * old_anchor + new_importance * parameter
+                anchor = torch.where(importance > 0, weighted / importance, parameter)
+                # c = Σ_k F_k θ_k² − A μ²: the value of the sum at θ = μ.
+                offset += (
+                    old_importance * old_anchor.square()
+                    + new_importance * parameter.square()
+                    - importance * anchor.square()
+                ).sum()
+            setattr(self, f"importance_{name}", importance)
+            setattr(self, f"anchor_{name}", anchor)
+        if self.config.mode == "separate":
+            offset += self.penalty_offset
+        self.penalty_offset = offset
