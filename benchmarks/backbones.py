@@ -109,19 +109,28 @@ def base_task(options: dict, data: Data, scenario: Scenario, device: torch.devic
             "backbone 'base-task' needs images (samples, channels, height, width); this "
             f"dataset gives feature vectors of shape {data.train_inputs.shape}; use backbone 'identity'"
         )
-    base_classes = scenario.original_classes(0)
+    network = train_base_task(options, data, scenario, device, progress)
+    return Features(
+        _extract(network, _as_tensor(data.train_inputs, device)),
+        _extract(network, _as_tensor(data.test_inputs, device)),
+    )
+
+
+def train_base_task(options: dict, data: Data, scenario: Scenario, device: torch.device, progress: Progress) -> SmallConvNet:
+    """Train on the first experience's classes only; return the network frozen (eval mode)."""
+    num_base = scenario.initial_classes
     targets = scenario.remap(data.train_targets)
-    keep = targets < len(base_classes)
+    keep = targets < num_base
     images = _as_tensor(data.train_inputs[keep], device)
     labels = _as_tensor(targets[keep], device)
 
     generator = torch.Generator().manual_seed(options["seed"])
     torch.manual_seed(options["seed"])
     network = SmallConvNet(data.train_inputs.shape[1], options["width"]).to(device)
-    classifier = nn.Linear(network.out_features, len(base_classes)).to(device)
-    parameters = [*network.parameters(), *classifier.parameters()]
+    classifier = nn.Linear(network.out_features, num_base).to(device)
     optimizer = torch.optim.SGD(
-        parameters, lr=options["lr"], momentum=0.9, weight_decay=options["weight_decay"]
+        [*network.parameters(), *classifier.parameters()],
+        lr=options["lr"], momentum=0.9, weight_decay=options["weight_decay"],
     )
     steps = options["epochs"] * math.ceil(len(labels) / options["batch_size"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -134,13 +143,8 @@ def base_task(options: dict, data: Data, scenario: Scenario, device: torch.devic
             loss.backward()
             optimizer.step()
             schedule.step()
-
     # Frozen from here on: eval mode keeps batch-norm statistics fixed.
-    network.eval().requires_grad_(False)
-    return Features(
-        _extract(network, _as_tensor(data.train_inputs, device)),
-        _extract(network, _as_tensor(data.test_inputs, device)),
-    )
+    return network.eval().requires_grad_(False)
 
 
 def extract(options: dict[str, Any], data: Data, scenario: Scenario, device: torch.device, progress: Progress) -> Features:
