@@ -36,14 +36,23 @@ class BackboneSpec:
     description: str
     options: dict[str, Option]
     extract: Callable[[dict[str, Any], Data, Scenario, torch.device, Progress], Features]
+    needs_images: bool = False
+
+    def check(self, data: Data) -> None:
+        """Refuse data this backbone cannot take, before anything runs."""
+        if self.needs_images and not data.is_images:
+            raise UsageError(
+                f"backbone {self.name!r} needs images (samples, channels, height, width); this "
+                f"dataset gives feature vectors of shape {data.train_inputs.shape}; use backbone 'identity'"
+            )
 
 
 BACKBONES: dict[str, BackboneSpec] = {}
 
 
-def _backbone(name: str, description: str, options: dict[str, Option]):
+def _backbone(name: str, description: str, options: dict[str, Option], needs_images: bool = False):
     def decorate(extract):
-        BACKBONES[name] = BackboneSpec(name, description, options, extract)
+        BACKBONES[name] = BackboneSpec(name, description, options, extract, needs_images)
         return extract
 
     return decorate
@@ -102,13 +111,9 @@ def _extract(network: nn.Module, images: Tensor, batch_size: int = 1024) -> Tens
         "batch_size": Option(64, int, "minibatch size", minimum=1),
         "seed": Option(0, int, "seed of the backbone's training (one backbone for all runs)", minimum=0),
     },
+    needs_images=True,
 )
 def base_task(options: dict, data: Data, scenario: Scenario, device: torch.device, progress: Progress) -> Features:
-    if not data.is_images:
-        raise UsageError(
-            "backbone 'base-task' needs images (samples, channels, height, width); this "
-            f"dataset gives feature vectors of shape {data.train_inputs.shape}; use backbone 'identity'"
-        )
     network = train_base_task(options, data, scenario, device, progress)
     return Features(
         _extract(network, _as_tensor(data.train_inputs, device)),
@@ -148,7 +153,7 @@ def train_base_task(options: dict, data: Data, scenario: Scenario, device: torch
 
 
 def extract(options: dict[str, Any], data: Data, scenario: Scenario, device: torch.device, progress: Progress) -> Features:
-    """Features for a resolved `[backbone]` table."""
+    """Features for a resolved `[backbone]` table (checked by `BackboneSpec.check` first)."""
     spec = BACKBONES[options["name"]]
     settings = {k: v for k, v in options.items() if k != "name"}
     return spec.extract(settings, data, scenario, device, progress)

@@ -101,6 +101,14 @@ def plan(
         scenario_table["initial_classes"],
         scenario_table["increment"],
     )
+    backbones.BACKBONES[resolved["backbone"]["name"]].check(data)
+    tested = set(np.unique(scenario.remap(data.test_targets)).tolist())
+    untested = [c for c in range(data.num_classes) if c not in tested]
+    if untested:
+        raise UsageError(
+            f"classes {[scenario.class_order[c] for c in untested][:10]} have no test samples; "
+            "every class needs test data"
+        )
     for name, hyperparameters in resolved["strategies"].items():
         strategies.create(name, hyperparameters).validate(scenario.experience_sizes)
     target = resolve_device(device)

@@ -64,7 +64,7 @@ def empirical_fisher(head: Head, features: Tensor, targets: Tensor) -> dict[str,
     """
     with torch.no_grad():
         residual = F.softmax(head(features), dim=1)  # (samples, seen)
-        residual[torch.arange(len(targets)), targets] -= 1
+        residual[torch.arange(len(targets), device=targets.device), targets] -= 1
         squared = residual.square()  # (samples, seen)
         fisher = {"weight": squared.T @ features.square() / len(targets)}  # (seen, dim)
         if head.bias is not None:
@@ -91,6 +91,12 @@ class EWC(Strategy):
             self.register_buffer(f"anchor_{name}", None)  # μ
         self.register_buffer("penalty_offset", torch.zeros(()))  # c
         self.num_old = 0
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"num_old": self.num_old}  # a Python int, so `loss` needs no device sync
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.num_old = state["num_old"]
 
     def validate(self, experience_sizes: Sequence[int]) -> None:
         check_scope(self.name, self.config.ce_scope, experience_sizes)
