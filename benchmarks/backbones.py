@@ -43,7 +43,8 @@ class BackboneSpec:
         if self.needs_images and not data.is_images:
             raise UsageError(
                 f"backbone {self.name!r} needs images (samples, channels, height, width); this "
-                f"dataset gives feature vectors of shape {data.train_inputs.shape}; use backbone 'identity'"
+                f"dataset gives feature vectors of shape {data.train_inputs.shape}; "
+                "use backbone 'identity'"
             )
 
 
@@ -63,7 +64,9 @@ def _as_tensor(array: np.ndarray, device: torch.device) -> Tensor:
 
 
 @_backbone("identity", "the inputs are the features (flattened): for .npz features", {})
-def identity(options: dict, data: Data, scenario: Scenario, device: torch.device, progress: Progress) -> Features:
+def identity(
+    options: dict, data: Data, scenario: Scenario, device: torch.device, progress: Progress
+) -> Features:
     flat = [x.reshape(len(x), -1) for x in (data.train_inputs, data.test_inputs)]
     return Features(*(_as_tensor(x, device) for x in flat))
 
@@ -79,7 +82,11 @@ class SmallConvNet(nn.Module):
         super().__init__()
 
         def block(inputs: int, outputs: int) -> list[nn.Module]:
-            return [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU()]
+            return [
+                nn.Conv2d(inputs, outputs, 3, padding=1, bias=False),
+                nn.BatchNorm2d(outputs),
+                nn.ReLU(),
+            ]
 
         self.body = nn.Sequential(
             *block(in_channels, width),
@@ -109,11 +116,15 @@ def _extract(network: nn.Module, images: Tensor, batch_size: int = 1024) -> Tens
         "lr": Option(0.05, float, "SGD learning rate (cosine schedule, momentum 0.9)", minimum=0.0),
         "weight_decay": Option(5e-4, float, "SGD weight decay", minimum=0.0),
         "batch_size": Option(64, int, "minibatch size", minimum=1),
-        "seed": Option(0, int, "seed of the backbone's training (one backbone for all runs)", minimum=0),
+        "seed": Option(
+            0, int, "seed of the backbone's training (one backbone for all runs)", minimum=0
+        ),
     },
     needs_images=True,
 )
-def base_task(options: dict, data: Data, scenario: Scenario, device: torch.device, progress: Progress) -> Features:
+def base_task(
+    options: dict, data: Data, scenario: Scenario, device: torch.device, progress: Progress
+) -> Features:
     network = train_base_task(options, data, scenario, device, progress)
     return Features(
         _extract(network, _as_tensor(data.train_inputs, device)),
@@ -121,7 +132,9 @@ def base_task(options: dict, data: Data, scenario: Scenario, device: torch.devic
     )
 
 
-def train_base_task(options: dict, data: Data, scenario: Scenario, device: torch.device, progress: Progress) -> SmallConvNet:
+def train_base_task(
+    options: dict, data: Data, scenario: Scenario, device: torch.device, progress: Progress
+) -> SmallConvNet:
     """Train on the first experience's classes only; return the network frozen (eval mode)."""
     num_base = scenario.initial_classes
     targets = scenario.remap(data.train_targets)
@@ -135,7 +148,9 @@ def train_base_task(options: dict, data: Data, scenario: Scenario, device: torch
     classifier = nn.Linear(network.out_features, num_base).to(device)
     optimizer = torch.optim.SGD(
         [*network.parameters(), *classifier.parameters()],
-        lr=options["lr"], momentum=0.9, weight_decay=options["weight_decay"],
+        lr=options["lr"],
+        momentum=0.9,
+        weight_decay=options["weight_decay"],
     )
     steps = options["epochs"] * math.ceil(len(labels) / options["batch_size"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -152,7 +167,13 @@ def train_base_task(options: dict, data: Data, scenario: Scenario, device: torch
     return network.eval().requires_grad_(False)
 
 
-def extract(options: dict[str, Any], data: Data, scenario: Scenario, device: torch.device, progress: Progress) -> Features:
+def extract(
+    options: dict[str, Any],
+    data: Data,
+    scenario: Scenario,
+    device: torch.device,
+    progress: Progress,
+) -> Features:
     """Features for a resolved `[backbone]` table (checked by `BackboneSpec.check` first)."""
     spec = BACKBONES[options["name"]]
     settings = {k: v for k, v in options.items() if k != "name"}

@@ -9,28 +9,46 @@ from __future__ import annotations
 import argparse
 import sys
 
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + message
         self.exit(2, f"headbench: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="headbench", description="Head-only class-incremental learning benchmarks.")
+    parser = _Parser(
+        prog="headbench", description="Head-only class-incremental learning benchmarks."
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run strategies over seeds on a benchmark config")
-    run.add_argument("config", help="a config file, or the name of a shipped config (headbench list configs)")
-    run.add_argument("--strategy", action="append", default=[], metavar="NAME",
-                     help="run only this strategy (repeatable; 'all' for every registered one)")
+    run.add_argument(
+        "config", help="a config file, or the name of a shipped config (headbench list configs)"
+    )
+    run.add_argument(
+        "--strategy",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only this strategy (repeatable; 'all' for every registered one)",
+    )
     run.add_argument("--seeds", help="seed ids: a range 0-4, a list 0,2,7 or one id")
-    run.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-                     help="override a config value, e.g. training.epochs=20 or strategies.ewc.lambda=1000")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. training.epochs=20 or strategies.ewc.lambda=1000",
+    )
     run.add_argument("--out", help="results directory (default: results/<config name>)")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
     listing = commands.add_parser("list", help="show strategies, datasets, backbones and configs")
-    listing.add_argument("section", nargs="?", choices=("strategies", "datasets", "backbones", "configs"))
+    listing.add_argument(
+        "section", nargs="?", choices=("strategies", "datasets", "backbones", "configs")
+    )
     return parser
 
 
@@ -44,7 +62,10 @@ def command_run(args: argparse.Namespace) -> int:
         records, table = run.execute(plan, progress)
     except KeyboardInterrupt:
         written = len(list((plan.out / "runs").glob("*.json")))
-        print(f"headbench: interrupted; {written} finished run records kept in {plan.out / 'runs'}", file=sys.stderr)
+        print(
+            f"headbench: interrupted; {written} finished run records kept in {plan.out / 'runs'}",
+            file=sys.stderr,
+        )
         return 130
     run.print_summary(plan, records, table)
     return 0

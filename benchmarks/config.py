@@ -11,11 +11,12 @@ from __future__ import annotations
 import copy
 import math
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from benchmarks.errors import UsageError
 
@@ -62,7 +63,9 @@ FIXED_SECTIONS: dict[str, dict[str, Option]] = {
         "weight_decay": Option(0.0, float, "L2 weight decay", minimum=0.0),
         "batch_size": Option(64, int, "minibatch size", minimum=1),
         "epochs": Option(10, int, "epochs per experience", minimum=1),
-        "schedule": Option("constant", str, "lr schedule per experience", choices=("constant", "cosine")),
+        "schedule": Option(
+            "constant", str, "lr schedule per experience", choices=("constant", "cosine")
+        ),
         "seeds": Option([0, 1, 2], list, "seed ids, one run per strategy and seed"),
     },
 }
@@ -91,7 +94,9 @@ def check_seeds(value: Any) -> list[int]:
         return parse_seeds(value)
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
-    if not value or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+    if not value or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value
+    ):
         raise UsageError(f"training.seeds = {value!r} is not accepted; expected non-negative ids")
     if len(set(value)) != len(value):
         raise UsageError(f"training.seeds = {value!r} repeats an id; each seed runs once")
@@ -108,7 +113,9 @@ def find_config(name_or_path: str) -> Path:
         if shipped.is_file():
             return shipped
     names = ", ".join(p.stem for p in shipped_configs())
-    raise UsageError(f"config file {name_or_path} not found; give a path or a shipped config: {names}")
+    raise UsageError(
+        f"config file {name_or_path} not found; give a path or a shipped config: {names}"
+    )
 
 
 def shipped_configs() -> list[Path]:
@@ -176,12 +183,16 @@ def resolve_table(section: str, values: Any, options: dict[str, Option]) -> dict
         accepted = ", ".join(options) or "none"
         raise UsageError(f"unknown config key {section}.{unknown[0]}; accepted: {accepted}")
     return {
-        key: option.check(f"{section}.{key}", values[key]) if key in values else copy.deepcopy(option.default)
+        key: option.check(f"{section}.{key}", values[key])
+        if key in values
+        else copy.deepcopy(option.default)
         for key, option in options.items()
     }
 
 
-def resolve(raw: dict[str, Any], named_options: dict[str, dict[str, dict[str, Option]]]) -> dict[str, Any]:
+def resolve(
+    raw: dict[str, Any], named_options: dict[str, dict[str, dict[str, Option]]]
+) -> dict[str, Any]:
     """The full config with all defaults; strategies are resolved by benchmarks.run.
 
     Args:
@@ -191,7 +202,9 @@ def resolve(raw: dict[str, Any], named_options: dict[str, dict[str, dict[str, Op
     known = {*FIXED_SECTIONS, *NAMED_SECTIONS, "strategies"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise UsageError(f"unknown config section [{unknown[0]}]; accepted: {', '.join(sorted(known))}")
+        raise UsageError(
+            f"unknown config section [{unknown[0]}]; accepted: {', '.join(sorted(known))}"
+        )
     resolved: dict[str, Any] = {}
     for section in NAMED_SECTIONS:
         table = dict(raw.get(section, {}))
@@ -204,7 +217,9 @@ def resolve(raw: dict[str, Any], named_options: dict[str, dict[str, dict[str, Op
         resolved[section] = resolve_table(section, raw.get(section, {}), options)
     resolved["training"]["seeds"] = check_seeds(resolved["training"]["seeds"])
     strategies = raw.get("strategies", {})
-    if not isinstance(strategies, dict) or not all(isinstance(t, dict) for t in strategies.values()):
+    if not isinstance(strategies, dict) or not all(
+        isinstance(t, dict) for t in strategies.values()
+    ):
         raise UsageError("[strategies] must hold one table per strategy, e.g. [strategies.ewc]")
     resolved["strategies"] = copy.deepcopy(strategies)
     return resolved

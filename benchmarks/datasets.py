@@ -73,15 +73,23 @@ def check_labels(source: str, train: np.ndarray, test: np.ndarray, num_classes: 
         if labels.ndim != 1:
             raise UsageError(f"{source}: {split} must be 1-D; got shape {labels.shape}")
         if not np.issubdtype(labels.dtype, np.integer):
-            as_int = labels.astype(np.int64) if np.issubdtype(labels.dtype, np.number) else None
-            if as_int is None or not np.array_equal(as_int, labels):
-                raise UsageError(f"{source}: {split} must hold integer class ids; got {labels.dtype}")
+            if not np.issubdtype(labels.dtype, np.number):
+                raise UsageError(
+                    f"{source}: {split} must hold integer class ids; got dtype {labels.dtype}"
+                )
+            fractional = labels[~np.isfinite(labels) | (labels != np.round(labels))]
+            if fractional.size:
+                raise UsageError(
+                    f"{source}: {split} has label {fractional[0].item()!r}; "
+                    "accepted: integer class ids"
+                )
     num_classes = int(train.max()) + 1 if num_classes is None else num_classes
     for split, labels in (("y_train", train), ("y_test", test)):
         bad = labels[(labels < 0) | (labels >= num_classes)]
         if bad.size:
             raise UsageError(
-                f"{source}: {split} has label {bad[0]!r} out of range; accepted: 0..{num_classes - 1}"
+                f"{source}: {split} has label {bad[0].item()!r} out of range; "
+                f"accepted: 0..{num_classes - 1}"
             )
     missing = sorted(set(range(num_classes)) - set(np.unique(train).tolist()))
     if missing:
@@ -119,15 +127,20 @@ def load_features(options: dict[str, Any]) -> Data:
     for split in ("train", "test"):
         features, labels = arrays[f"X_{split}"], arrays[f"y_{split}"]
         if features.ndim != 2:
-            raise UsageError(f"{path}: X_{split} must be 2-D (samples, dim); got shape {features.shape}")
+            raise UsageError(
+                f"{path}: X_{split} must be 2-D (samples, dim); got shape {features.shape}"
+            )
         if len(features) != len(labels):
             raise UsageError(
-                f"{path}: X_{split} has {len(features)} rows but y_{split} has {len(labels)}"
+                f"{path}: X_{split} has {len(features)} rows but y_{split} has {len(labels)}; "
+                "they must be equal"
             )
         try:
             inputs[split] = features.astype(np.float32)
         except (TypeError, ValueError):
-            raise UsageError(f"{path}: X_{split} of dtype {features.dtype} is not numeric") from None
+            raise UsageError(
+                f"{path}: X_{split} of dtype {features.dtype} is not numeric"
+            ) from None
         bad = ~np.isfinite(inputs[split])
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
@@ -137,15 +150,24 @@ def load_features(options: dict[str, Any]) -> Data:
             )
     if inputs["train"].shape[1] != inputs["test"].shape[1]:
         raise UsageError(
-            f"{path}: X_train has dim {inputs['train'].shape[1]} but X_test has {inputs['test'].shape[1]}"
+            f"{path}: X_train has dim {inputs['train'].shape[1]} but X_test has "
+            f"{inputs['test'].shape[1]}; they must be equal"
         )
     names = arrays.get("class_names")
-    num_classes = check_labels(str(path), arrays["y_train"], arrays["y_test"], None if names is None else len(names))
-    class_names = [str(n) for n in names] if names is not None else [str(c) for c in range(num_classes)]
+    num_classes = check_labels(
+        str(path), arrays["y_train"], arrays["y_test"], None if names is None else len(names)
+    )
+    class_names = (
+        [str(n) for n in names] if names is not None else [str(c) for c in range(num_classes)]
+    )
     train_targets = arrays["y_train"].astype(np.int64)
     test_targets = arrays["y_test"].astype(np.int64)
     return Data(
-        inputs["train"], train_targets, inputs["test"], test_targets, class_names,
+        inputs["train"],
+        train_targets,
+        inputs["test"],
+        test_targets,
+        class_names,
         fingerprint(inputs["train"], train_targets, inputs["test"], test_targets),
     )
 
@@ -163,7 +185,9 @@ def load_digits(options: dict[str, Any]) -> Data:
 
     fraction = options["test_fraction"]
     if not 0 < fraction < 1:
-        raise UsageError(f"dataset.test_fraction = {fraction} is not accepted; use a value in (0, 1)")
+        raise UsageError(
+            f"dataset.test_fraction = {fraction} is not accepted; use a value in (0, 1)"
+        )
     bunch = sklearn_digits()
     images = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8) in [0, 1]
     labels = bunch.target.astype(np.int64)
@@ -174,7 +198,10 @@ def load_digits(options: dict[str, Any]) -> Data:
         members = generator.permutation(np.flatnonzero(labels == label))
         test_mask[members[: round(fraction * len(members))]] = True
     return Data(
-        images[~test_mask], labels[~test_mask], images[test_mask], labels[test_mask],
+        images[~test_mask],
+        labels[~test_mask],
+        images[test_mask],
+        labels[test_mask],
         [str(d) for d in range(10)],
         fingerprint(images, labels, test_mask),
     )

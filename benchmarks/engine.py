@@ -37,7 +37,9 @@ class RunResult:
 def make_optimizer(parameters: list[Tensor], training: dict[str, Any]) -> torch.optim.Optimizer:
     if training["optimizer"] == "sgd":
         return torch.optim.SGD(
-            parameters, lr=training["lr"], momentum=training["momentum"],
+            parameters,
+            lr=training["lr"],
+            momentum=training["momentum"],
             weight_decay=training["weight_decay"],
         )
     return torch.optim.Adam(parameters, lr=training["lr"], weight_decay=training["weight_decay"])
@@ -122,16 +124,27 @@ def run(
 
         started = time.perf_counter()
         row, share, norm = evaluate(
-            strategy, head, test_features, test_targets, test_experience, num_old, num_seen, num_experiences
+            strategy,
+            head,
+            test_features,
+            test_targets,
+            test_experience,
+            num_old,
+            num_seen,
+            num_experiences,
         )
-        accuracies = [correct / total for correct, total in zip(row[: index + 1], test_counts)]
+        accuracies = [correct / total for correct, total in zip(row, test_counts, strict=True)][
+            : index + 1
+        ]
         rows.append(accuracies + [None] * (num_experiences - index - 1))
         shares.append(share)
         norms.append(norm)
         losses.append(mean_loss)
         eval_seconds += time.perf_counter() - started
 
-    return RunResult(rows, test_counts, shares, norms, losses, {"train": train_seconds, "evaluate": eval_seconds})
+    return RunResult(
+        rows, test_counts, shares, norms, losses, {"train": train_seconds, "evaluate": eval_seconds}
+    )
 
 
 @torch.no_grad()

@@ -11,7 +11,9 @@ def _options(options: dict[str, config.Option], indent: str = "    ") -> list[st
     lines = []
     for key, option in options.items():
         kinds = option.kind if isinstance(option.kind, tuple) else (option.kind,)
-        accepted = " | ".join(repr(c) for c in option.choices) or " or ".join(k.__name__ for k in kinds)
+        accepted = " | ".join(repr(c) for c in option.choices) or " or ".join(
+            k.__name__ for k in kinds
+        )
         lines.append(f"{indent}{key} = {option.default!r}  ({accepted}) {option.meaning}")
     return lines
 
@@ -52,4 +54,9 @@ def configs_() -> str:
     return "\n".join(lines)
 
 
-SECTIONS = {"strategies": strategies_, "datasets": datasets_, "backbones": backbones_, "configs": configs_}
+SECTIONS = {
+    "strategies": strategies_,
+    "datasets": datasets_,
+    "backbones": backbones_,
+    "configs": configs_,
+}

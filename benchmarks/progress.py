@@ -17,9 +17,20 @@ class Progress:
         if not self.quiet:
             print(message, file=sys.stderr, flush=True)
 
-    def iterate(self, items: Iterable[Item], description: str, total: int | None = None) -> Iterator[Item]:
+    def iterate(
+        self, items: Iterable[Item], description: str, total: int | None = None
+    ) -> Iterator[Item]:
         if self.quiet:
             return iter(items)
         from tqdm import tqdm
 
-        return iter(tqdm(items, desc=description, total=total, leave=False, file=sys.stderr, dynamic_ncols=True))
+        return iter(
+            tqdm(
+                items,
+                desc=description,
+                total=total,
+                leave=False,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        )

@@ -58,26 +58,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def select_strategies(requested: list[str], by_name: dict[str, dict]) -> dict[str, dict]:
+def select_strategies(
+    requested: list[str], configured: list[str], tables: dict[str, dict]
+) -> dict[str, dict]:
     """Registry name -> resolved hyperparameters, for the strategies that will run.
 
-    `--strategy` (repeatable, or `all`) picks them; otherwise the config's tables do;
-    otherwise every registered strategy runs. A strategy takes its table from the
-    config when there is one, else the paper defaults.
+    `--strategy` (repeatable, or `all`) picks them; otherwise the config file's
+    [strategies.NAME] tables do; otherwise every registered strategy runs. A strategy
+    takes its table when there is one (file and `--set`), else the paper defaults.
     """
     if "all" in requested:
         names = strategies.list_strategies()
     elif requested:
         names = list(dict.fromkeys(strategies.canonical_name(n) for n in requested))
     else:
-        names = list(by_name) or strategies.list_strategies()
-    chosen = {}
-    for name in names:
-        strategy = strategies.create(name, by_name.get(name, {}))
-        chosen[name] = resolved_config(strategy.config)
-    for name, table in by_name.items():  # check tables of strategies not run, too
+        names = configured or strategies.list_strategies()
+    for name, table in tables.items():  # check every table, run or not
         strategies.create(name, table)
-    return chosen
+    return {
+        name: resolved_config(strategies.create(name, tables.get(name, {})).config)
+        for name in names
+    }
 
 
 def plan(
@@ -89,11 +90,14 @@ def plan(
     out: str | None = None,
 ) -> Plan:
     path = config.find_config(config_name)
-    raw = config.apply_overrides(config.load_file(path), list(overrides), strategies.canonical_name)
+    raw = config.apply_overrides(config.load_file(path), [], strategies.canonical_name)
+    # The file's tables pick the strategies; `--set strategies.X.KEY` only changes values.
+    configured = list(raw.get("strategies", {}))
+    raw = config.apply_overrides(raw, list(overrides), strategies.canonical_name)
     if seeds is not None:
         raw.setdefault("training", {})["seeds"] = config.parse_seeds(seeds)
     resolved = config.resolve(raw, named_options())
-    resolved["strategies"] = select_strategies(list(requested), resolved["strategies"])
+    resolved["strategies"] = select_strategies(list(requested), configured, resolved["strategies"])
     data = datasets.load(resolved["dataset"])
     scenario_table = resolved["scenario"]
     scenario = Scenario(
@@ -122,10 +126,16 @@ def code_version() -> dict[str, Any]:
     except PackageNotFoundError:
         package = None
     try:
-        commit = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
-        ).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                cwd=Path(__file__).parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"headbench": package, "git": commit}
@@ -138,7 +148,9 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor(),
         **code_version(),
     }
 
@@ -162,16 +174,23 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], str]:
     started = time.perf_counter()
     features = backbones.extract(plan.config["backbone"], data, scenario, device, progress)
     feature_seconds = time.perf_counter() - started
-    features_fingerprint = _hash([datasets.fingerprint(f.cpu().numpy()) for f in (features.train, features.test)])[:16]
+    features_fingerprint = _hash(
+        [datasets.fingerprint(f.cpu().numpy()) for f in (features.train, features.test)]
+    )[:16]
     progress.log(
         f"features: computed once with backbone {plan.config['backbone']['name']} "
-        f"(dim {features.train.shape[1]}, {feature_seconds:.1f} s, on {device}); reused by every run"
+        f"(dim {features.train.shape[1]}, {feature_seconds:.1f} s, on {device}); "
+        "reused by every run"
     )
     train_targets = torch.from_numpy(scenario.remap(data.train_targets)).to(device)
     test_targets = torch.from_numpy(scenario.remap(data.test_targets)).to(device)
     env = environment(device)
     shared = {key: value for key, value in plan.config.items() if key != "strategies"}
-    jobs = [(name, seed) for name in plan.config["strategies"] for seed in plan.config["training"]["seeds"]]
+    jobs = [
+        (name, seed)
+        for name in plan.config["strategies"]
+        for seed in plan.config["training"]["seeds"]
+    ]
     records = []
     for name, seed in progress.iterate(jobs, "runs", total=len(jobs)):
         hyperparameters = plan.config["strategies"][name]
@@ -179,10 +198,22 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], str]:
         strategy = strategies.create(name, hyperparameters)
         started = time.perf_counter()
         result = engine.run(
-            strategy, features.train, train_targets, features.test, test_targets, scenario,
-            plan.config["training"], plan.config["head"]["bias"], seed,
+            strategy,
+            features.train,
+            train_targets,
+            features.test,
+            test_targets,
+            scenario,
+            plan.config["training"],
+            plan.config["head"]["bias"],
+            seed,
         )
-        identity = {"config": run_config, "seed": seed, "data": data.fingerprint, "code": env["headbench"]}
+        identity = {
+            "config": run_config,
+            "seed": seed,
+            "data": data.fingerprint,
+            "code": env["headbench"],
+        }
         record = {
             "format": RECORD_FORMAT,
             "run_id": f"{name}-seed{seed}-{_hash(identity)[:12]}",
@@ -200,7 +231,11 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], str]:
             "newest_share": result.newest_share,
             "weight_norms": result.weight_norms,
             "train_loss": result.train_loss,
-            "seconds": {"features": feature_seconds, **result.seconds, "run": time.perf_counter() - started},
+            "seconds": {
+                "features": feature_seconds,
+                **result.seconds,
+                "run": time.perf_counter() - started,
+            },
             "data_fingerprint": data.fingerprint,
             "features_fingerprint": features_fingerprint,
             "environment": env,
@@ -230,5 +265,5 @@ def print_summary(plan: Plan, records: list[dict], table: str) -> None:
     print(describe(plan))
     print("accuracies in %, forgetting and BWT in percentage points; mean ± std over seeds\n")
     print(table)
-    print(f"results: {out}/summary.md, {out}/summary.csv and {len(records)} run records in {out}/runs/")
+    print(f"results: {out}/summary.md, {out}/summary.csv and {len(records)} records in {out}/runs/")
     sys.stdout.flush()

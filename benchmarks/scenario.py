@@ -40,7 +40,11 @@ def resolve_class_order(spec: Any, num_classes: int) -> list[int]:
             repeated = sorted({c for c in spec if spec.count(c) > 1})
             details = "; ".join(
                 f"{label} {values}"
-                for label, values in (("missing", missing), ("not classes", extra), ("repeated", repeated))
+                for label, values in (
+                    ("missing", missing),
+                    ("not classes", extra),
+                    ("repeated", repeated),
+                )
                 if values
             )
             raise UsageError(

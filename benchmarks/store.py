@@ -10,6 +10,9 @@ from typing import Any
 
 from benchmarks.errors import UsageError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it.
@@ -18,6 +21,7 @@ def atomic_write(path: Path, text: str) -> None:
     """
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
@@ -41,7 +45,9 @@ def prepare_out(out: Path) -> Path:
         for path in reversed(created):
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
-        raise UsageError(f"--out {out} is not writable ({error.strerror}); give a writable directory") from None
+        raise UsageError(
+            f"--out {out} is not writable ({error.strerror}); give a writable directory"
+        ) from None
     return runs
 
 

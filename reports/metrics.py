@@ -19,7 +19,9 @@ Matrix = Sequence[Sequence[float | None]]
 def _as_array(matrix: Matrix) -> np.ndarray:
     array = np.array([[np.nan if v is None else v for v in row] for row in matrix], dtype=float)
     if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
-        raise ValueError(f"the accuracy matrix must be square and non-empty; got shape {array.shape}")
+        raise ValueError(
+            f"the accuracy matrix must be square and non-empty; got shape {array.shape}"
+        )
     if np.isnan(array[np.tril_indices(len(array))]).any():
         raise ValueError("the accuracy matrix has a missing entry on or below the diagonal")
     return array
@@ -36,7 +38,10 @@ def accuracy_seen(matrix: Matrix, counts: Sequence[int] | None = None) -> list[f
     """
     array = _as_array(matrix)
     weights = _weights(counts, len(array))
-    return [float(np.dot(array[i, : i + 1], weights[: i + 1]) / weights[: i + 1].sum()) for i in range(len(array))]
+    return [
+        float(np.dot(array[i, : i + 1], weights[: i + 1]) / weights[: i + 1].sum())
+        for i in range(len(array))
+    ]
 
 
 def final_average_accuracy(matrix: Matrix, counts: Sequence[int] | None = None) -> float:

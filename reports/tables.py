@@ -16,7 +16,12 @@ from reports.metrics import METRICS
 def summarise(records: list[dict]) -> pd.DataFrame:
     """One row per (strategy, metric): mean, standard deviation (n − 1) and n over seeds."""
     rows = [
-        {"strategy": record["strategy"], "seed": record["seed"], "metric": key, "value": record["metrics"][key]}
+        {
+            "strategy": record["strategy"],
+            "seed": record["seed"],
+            "metric": key,
+            "value": record["metrics"][key],
+        }
         for record in records
         for key in METRICS
     ]
@@ -47,7 +52,9 @@ def markdown(summary: pd.DataFrame) -> str:
     for strategy, group in summary.groupby("strategy", sort=False, observed=True):
         cells = {row.metric: _cell(row.mean, row.std) for row in group.itertuples()}
         seeds = int(group["seeds"].max())
-        lines.append("| " + " | ".join([str(strategy), *(cells[k] for k in METRICS), str(seeds)]) + " |")
+        lines.append(
+            "| " + " | ".join([str(strategy), *(cells[k] for k in METRICS), str(seeds)]) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -139,7 +139,7 @@ def distillation_kl(
     Hinton et al. (2015) multiply by T^2 to keep gradient magnitudes independent of T;
     LwF, WA and Avalanche do not. The soft-target cross-entropy those papers write
     differs from this KL by the teacher's entropy, a constant, so the gradients are equal
-    and the term is exactly 0 when the head equals its snapshot.
+    and the term is 0 when the head equals its snapshot (up to float rounding).
     """
     log_student = F.log_softmax(logits / temperature, dim=1)  # (batch, old)
     log_teacher = F.log_softmax(old_logits / temperature, dim=1)  # (batch, old)
@@ -246,7 +246,9 @@ def _coerce(key: str, annotation: Any, value: Any) -> Any:
             return value
     elif isinstance(value, annotation):
         return value
-    raise HyperparameterError(f"{key} = {value!r} is not accepted; expected {type_name(annotation)}")
+    raise HyperparameterError(
+        f"{key} = {value!r} is not accepted; expected {type_name(annotation)}"
+    )
 
 
 def build_config(strategy: str, config_class: type, values: dict[str, Any]) -> Any:

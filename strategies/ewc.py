@@ -47,7 +47,9 @@ from strategies.registry import register
 @dataclass(frozen=True)
 class EWCConfig:
     lambda_: float = hyperparameter(5000.0, "λ, Eq. 3: weight of the quadratic penalty")
-    mode: Literal["separate", "online"] = hyperparameter("separate", "one penalty per experience, or one running penalty")
+    mode: Literal["separate", "online"] = hyperparameter(
+        "separate", "one penalty per experience, or one running penalty"
+    )
     gamma: float = hyperparameter(1.0, "γ: decay of the running Fisher in online mode")
     ce_scope: CrossEntropyScope = hyperparameter("seen", "cross-entropy over all seen or new")
 
@@ -112,7 +114,10 @@ class EWC(Strategy):
             if importance is not None:
                 rows = importance.shape[0]
                 parameter = getattr(head, name)[:rows]
-                total = total + (importance * (parameter - getattr(self, f"anchor_{name}")).square()).sum()
+                total = (
+                    total
+                    + (importance * (parameter - getattr(self, f"anchor_{name}")).square()).sum()
+                )
         return total
 
     def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:

@@ -1,8 +1,8 @@
 """Learning without Forgetting: distil the old head's responses while learning new classes.
 
-Li & Hoiem, "Learning without Forgetting", ECCV 2016 / TPAMI 2018. Objective (the paper's Algorithm 1):
-λ_o · L_old(Y_o, Ŷ_o) + L_new(Y_n, Ŷ_n), with L_old the distillation of the recorded
-old-class responses at temperature T = 2 and λ_o = 1.
+Li & Hoiem, "Learning without Forgetting", ECCV 2016 / TPAMI 2018. Objective (the
+paper's Algorithm 1): λ_o · L_old(Y_o, Ŷ_o) + L_new(Y_n, Ŷ_n), with L_old the
+distillation of the recorded old-class responses at temperature T = 2 and λ_o = 1.
 
 Head-only version: the snapshot is the head as it was before the experience, and Ŷ_o its
 logits on the new data. The paper's new task has its own output layer, so L_new is
@@ -44,7 +44,9 @@ class LwFConfig:
 
     def __post_init__(self) -> None:
         require(self.alpha >= 0, f"strategies.lwf.alpha = {self.alpha} must be >= 0")
-        require(self.temperature > 0, f"strategies.lwf.temperature = {self.temperature} must be > 0")
+        require(
+            self.temperature > 0, f"strategies.lwf.temperature = {self.temperature} must be > 0"
+        )
 
 
 @register("lwf")
@@ -63,6 +65,9 @@ class LwF(DistillingStrategy):
         if self.num_old == 0 or config.alpha == 0:
             return loss
         distillation = distillation_kl(
-            logits[:, : self.num_old], self.old_logits(features), config.temperature, config.t_squared
+            logits[:, : self.num_old],
+            self.old_logits(features),
+            config.temperature,
+            config.t_squared,
         )
         return loss + config.alpha * distillation

@@ -52,13 +52,21 @@ def canonical_name(name: str) -> str:
         return name
     if name in _ALIASES:
         return _ALIASES[name]
-    raise HyperparameterError(f"unknown strategy {name!r}; accepted: {', '.join(list_strategies())}")
+    raise HyperparameterError(
+        f"unknown strategy {name!r}; accepted: {', '.join(list_strategies())}"
+    )
 
 
 def list_strategies() -> list[str]:
-    """Registry names in registration order (built-ins first)."""
+    """Registry names: the built-ins in their fixed order, then others as registered."""
     _load()
-    return list(_REGISTRY)
+    builtin = [
+        name
+        for module in _BUILTIN
+        for name in _REGISTRY
+        if _REGISTRY[name].__module__ == f"strategies.{module}"
+    ]
+    return builtin + [name for name in _REGISTRY if name not in builtin]
 
 
 def aliases_of(name: str) -> list[str]:

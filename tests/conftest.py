@@ -15,8 +15,12 @@ DIM = 16
 
 
 def make_blobs(
-    num_classes: int = NUM_CLASSES, dim: int = DIM, train_per_class: int = 40,
-    test_per_class: int = 20, spread: float = 0.3, seed: int = 0,
+    num_classes: int = NUM_CLASSES,
+    dim: int = DIM,
+    train_per_class: int = 40,
+    test_per_class: int = 20,
+    spread: float = 0.3,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Class c is a Gaussian around 3 * e_c (non-negative mean), so classes separate cleanly."""
     generator = np.random.RandomState(seed)
@@ -51,8 +55,13 @@ def blob_tensors(blobs):
 @pytest.fixture
 def training() -> dict:
     return {
-        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0,
-        "batch_size": 16, "epochs": 5, "schedule": "constant",
+        "optimizer": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "weight_decay": 0.0,
+        "batch_size": 16,
+        "epochs": 5,
+        "schedule": "constant",
     }
 
 

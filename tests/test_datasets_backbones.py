@@ -25,7 +25,11 @@ def test_digits_split_is_stratified_fixed_and_disjoint():
 
 def test_npz_features_cast_to_float32_and_int64(tmp_path, blobs):
     path = tmp_path / "mixed.npz"
-    arrays = dict(blobs, X_train=blobs["X_train"].astype(np.float64), y_train=blobs["y_train"].astype(np.int32))
+    arrays = dict(
+        blobs,
+        X_train=blobs["X_train"].astype(np.float64),
+        y_train=blobs["y_train"].astype(np.int32),
+    )
     np.savez(path, **arrays, class_names=np.array([f"c{i}" for i in range(6)]))
     data = datasets.load({"name": "features", "path": str(path)})
     assert data.train_inputs.dtype == np.float32 and data.train_targets.dtype == np.int64
@@ -44,8 +48,17 @@ def _tiny_images(num_classes=4, per_class=12):
 def test_base_task_backbone_is_frozen_and_its_batch_norm_never_changes():
     data = _tiny_images()
     scenario = Scenario([0, 1, 2, 3], 2, 2)
-    options = {"width": 4, "epochs": 2, "lr": 0.05, "weight_decay": 5e-4, "batch_size": 8, "seed": 0}
-    network = backbones.train_base_task(options, data, scenario, torch.device("cpu"), Progress(True))
+    options = {
+        "width": 4,
+        "epochs": 2,
+        "lr": 0.05,
+        "weight_decay": 5e-4,
+        "batch_size": 8,
+        "seed": 0,
+    }
+    network = backbones.train_base_task(
+        options, data, scenario, torch.device("cpu"), Progress(True)
+    )
     assert not network.training
     assert not any(p.requires_grad for p in network.parameters())
     before = {k: v.clone() for k, v in network.state_dict().items()}
@@ -65,7 +78,9 @@ def test_base_task_trains_only_on_the_first_experience_classes(monkeypatch):
     seen = []
     original = torch.nn.functional.cross_entropy
     monkeypatch.setattr(
-        backbones.F, "cross_entropy", lambda logits, labels: seen.append(labels.clone()) or original(logits, labels)
+        backbones.F,
+        "cross_entropy",
+        lambda logits, labels: seen.append(labels.clone()) or original(logits, labels),
     )
     options = {"width": 2, "epochs": 1, "lr": 0.05, "weight_decay": 0.0, "batch_size": 8, "seed": 0}
     backbones.train_base_task(options, data, scenario, torch.device("cpu"), Progress(True))

@@ -46,14 +46,25 @@ def test_cosine_schedule_follows_the_closed_form(blob_tensors, training, monkeyp
 
 def test_a_diverging_loss_is_reported_with_the_experience(blob_tensors, training):
     training = dict(training, lr=1e38, momentum=0.0)
-    with pytest.raises(engine.TrainingDiverged, match="the loss became nan in experience [0-9].*lower training.lr"):
-        engine.run(strategies.create("naive"), *blob_tensors, Scenario(list(range(6)), 2, 2), training, True, 0)
+    with pytest.raises(
+        engine.TrainingDiverged, match="the loss became nan in experience [0-9].*lower training.lr"
+    ):
+        engine.run(
+            strategies.create("naive"),
+            *blob_tensors,
+            Scenario(list(range(6)), 2, 2),
+            training,
+            True,
+            0,
+        )
 
 
 def test_same_seed_same_bytes_other_seed_other_matrix(blob_tensors, training, scenario_2_2):
     def matrix(seed):
         training_noisy = dict(training, epochs=1, lr=0.01)
-        return engine.run(strategies.create("naive"), *blob_tensors, scenario_2_2, training_noisy, True, seed)
+        return engine.run(
+            strategies.create("naive"), *blob_tensors, scenario_2_2, training_noisy, True, seed
+        )
 
     first, again = matrix(0), matrix(0)
     assert first.accuracy_matrix == again.accuracy_matrix

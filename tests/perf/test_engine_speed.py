@@ -21,8 +21,13 @@ from strategies import Head
 # 10 experiences, batch 64 (3 epochs here instead of 10 to keep the benchmark short).
 SAMPLES, DIM, CLASSES, EXPERIENCES, EPOCHS = 15_000, 384, 150, 10, 3
 TRAINING = {
-    "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0,
-    "batch_size": 64, "epochs": EPOCHS, "schedule": "constant",
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "batch_size": 64,
+    "epochs": EPOCHS,
+    "schedule": "constant",
 }
 
 
@@ -43,7 +48,9 @@ def textbook_loop(inputs, targets):
     for index in range(EXPERIENCES):
         head.append_rows(torch.empty(per, DIM).uniform_(-0.05, 0.05))
         selected = (targets >= index * per) & (targets < (index + 1) * per)
-        loader = DataLoader(TensorDataset(inputs[selected], targets[selected]), batch_size=64, shuffle=True)
+        loader = DataLoader(
+            TensorDataset(inputs[selected], targets[selected]), batch_size=64, shuffle=True
+        )
         optimizer = torch.optim.SGD(head.parameters(), lr=0.1, momentum=0.9)
         for _ in range(EPOCHS):
             for batch_features, batch_targets in loader:
@@ -59,7 +66,17 @@ def test_engine_against_a_dataloader_loop(benchmark, features):
     scenario = Scenario(list(range(CLASSES)), CLASSES // EXPERIENCES, CLASSES // EXPERIENCES)
 
     def ours():
-        return engine.run(strategies.create("naive"), inputs, targets, inputs[:1500], targets[:1500], scenario, TRAINING, True, 0)
+        return engine.run(
+            strategies.create("naive"),
+            inputs,
+            targets,
+            inputs[:1500],
+            targets[:1500],
+            scenario,
+            TRAINING,
+            True,
+            0,
+        )
 
     started = time.perf_counter()
     textbook_loop(inputs, targets)
