@@ -30,20 +30,20 @@ def strategies_() -> str:
     return "\n".join(lines)
 
 
-def datasets_() -> str:
-    lines = ["datasets ([dataset] name = ...):"]
-    for spec in datasets.DATASETS.values():
+def _specs(title: str, specs) -> str:
+    lines = [title]
+    for spec in specs:
         lines.append(f"  {spec.name}: {spec.description}")
         lines.extend(_options(spec.options))
     return "\n".join(lines)
+
+
+def datasets_() -> str:
+    return _specs("datasets ([dataset] name = ...):", datasets.DATASETS.values())
 
 
 def backbones_() -> str:
-    lines = ["backbones ([backbone] name = ...):"]
-    for spec in backbones.BACKBONES.values():
-        lines.append(f"  {spec.name}: {spec.description}")
-        lines.extend(_options(spec.options))
-    return "\n".join(lines)
+    return _specs("backbones ([backbone] name = ...):", backbones.BACKBONES.values())
 
 
 def configs_() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -194,7 +195,9 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], str]:
     records = []
     for name, seed in progress.iterate(jobs, "runs", total=len(jobs)):
         hyperparameters = plan.config["strategies"][name]
-        run_config = {**shared, "strategies": {name: hyperparameters}}
+        # The record's config reruns exactly this run: one strategy, one seed.
+        training = {**plan.config["training"], "seeds": [seed]}
+        run_config = {**shared, "training": training, "strategies": {name: hyperparameters}}
         strategy = strategies.create(name, hyperparameters)
         started = time.perf_counter()
         result = engine.run(
@@ -227,7 +230,10 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], str]:
             "class_names": data.class_names,
             "accuracy_matrix": result.accuracy_matrix,
             "test_counts": result.test_counts,
-            "metrics": all_metrics(result.accuracy_matrix, result.test_counts),
+            "metrics": {  # strict JSON: null where a metric is undefined (one experience)
+                key: None if math.isnan(value) else value
+                for key, value in all_metrics(result.accuracy_matrix, result.test_counts).items()
+            },
             "newest_share": result.newest_share,
             "weight_norms": result.weight_norms,
             "train_loss": result.train_loss,

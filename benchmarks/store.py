@@ -53,9 +53,5 @@ def prepare_out(out: Path) -> Path:
 
 def write_record(runs: Path, record: dict[str, Any]) -> Path:
     path = runs / f"{record['run_id']}.json"
-    atomic_write(path, json.dumps(record, indent=1, allow_nan=True) + "\n")
+    atomic_write(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
     return path
-
-
-def read_records(runs: Path) -> list[dict[str, Any]]:
-    return [json.loads(path.read_text()) for path in sorted(runs.glob("*.json"))]
