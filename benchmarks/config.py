@@ -11,12 +11,11 @@ from __future__ import annotations
 import copy
 import math
 import re
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from benchmarks.errors import UsageError
 
