@@ -1,7 +1,8 @@
 """The `headbench` command (also `python -m benchmarks`).
 
 Bad input of any kind ends in one line on stderr and exit status 2, with nothing
-written; Ctrl-C keeps every finished run's record and exits with 130.
+written; Ctrl-C keeps every finished run's record and exits with 130. A run whose loss
+diverges is listed under the table and the others go on; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def command_run(args: argparse.Namespace) -> int:
     plan = run.plan(args.config, args.overrides, args.strategy, args.seeds, args.device, args.out)
     progress = Progress(args.quiet)
     try:
-        records, table = run.execute(plan, progress)
+        records, failures, table = run.execute(plan, progress)
     except KeyboardInterrupt:
         written = len(list((plan.out / "runs").glob("*.json")))
         print(
@@ -68,7 +69,7 @@ def command_run(args: argparse.Namespace) -> int:
         )
         return 130
     run.print_summary(plan, records, table)
-    return 0
+    return 1 if failures else 0
 
 
 def command_list(args: argparse.Namespace) -> int:
@@ -81,7 +82,6 @@ def command_list(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from benchmarks.engine import TrainingDiverged
     from benchmarks.errors import UsageError
     from strategies import HyperparameterError
 
@@ -90,9 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, HyperparameterError) as error:
         print(f"headbench: error: {error}", file=sys.stderr)
         return 2
-    except TrainingDiverged as error:
-        print(f"headbench: {error}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

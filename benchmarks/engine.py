@@ -117,7 +117,7 @@ def run(
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(
                 f"{strategy.name}: the loss became {mean_loss} in experience {index}; "
-                f"lower training.lr (now {training['lr']})"
+                f"lower training.lr (now {training['lr']}) or the strategy's penalty weight"
             )
         strategy.after_experience(head, experience)
         train_seconds += time.perf_counter() - started

@@ -160,10 +160,11 @@ def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def execute(plan: Plan, progress: Progress) -> tuple[list[dict], str]:
+def execute(plan: Plan, progress: Progress) -> tuple[list[dict], list[str], str]:
     """Extract features once, run every (strategy, seed), write records and summaries.
 
-    Returns the records and the Markdown summary table.
+    A run whose loss diverges is reported and left out (no record); the others go on.
+    Returns the records, one line per failed run, and the Markdown summary.
     """
     runs_dir = store.prepare_out(plan.out)
     data, scenario, device = plan.data, plan.scenario, plan.device
@@ -192,7 +193,7 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], str]:
         for name in plan.config["strategies"]
         for seed in plan.config["training"]["seeds"]
     ]
-    records = []
+    records, failures = [], []
     for name, seed in progress.iterate(jobs, "runs", total=len(jobs)):
         hyperparameters = plan.config["strategies"][name]
         # The record's config reruns exactly this run: one strategy, one seed.
@@ -200,17 +201,22 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], str]:
         run_config = {**shared, "training": training, "strategies": {name: hyperparameters}}
         strategy = strategies.create(name, hyperparameters)
         started = time.perf_counter()
-        result = engine.run(
-            strategy,
-            features.train,
-            train_targets,
-            features.test,
-            test_targets,
-            scenario,
-            plan.config["training"],
-            plan.config["head"]["bias"],
-            seed,
-        )
+        try:
+            result = engine.run(
+                strategy,
+                features.train,
+                train_targets,
+                features.test,
+                test_targets,
+                scenario,
+                plan.config["training"],
+                plan.config["head"]["bias"],
+                seed,
+            )
+        except engine.TrainingDiverged as error:
+            failures.append(f"{name} seed {seed}: {error}")
+            progress.log(f"failed: {failures[-1]}")
+            continue
         identity = {
             "config": run_config,
             "seed": seed,
@@ -250,9 +256,11 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], str]:
         records.append(record)
     summary = tables.summarise(records)
     table = tables.markdown(summary)
+    if failures:
+        table += "\nFailed runs (not in the table):\n" + "".join(f"- {f}\n" for f in failures)
     store.atomic_write(plan.out / "summary.csv", tables.tidy_csv(summary))
     store.atomic_write(plan.out / "summary.md", f"{describe(plan)}\n\n{table}")
-    return records, table
+    return records, failures, table
 
 
 def describe(plan: Plan) -> str:

@@ -448,3 +448,19 @@ def test_ctrl_c_while_a_record_is_written_leaves_no_partial_or_temporary_file(
     code, _, stderr = run_cli(capsys, "run", config_file, "--out", out, *THREE_NAIVE_RUNS)
     assert len(calls) == 2
     assert_interrupted_after_one_record(out, code, stderr)
+
+
+def test_a_diverging_run_is_listed_and_the_others_go_on(config_file, tmp_path, capsys):
+    # EWC at λ = 10^9 with lr 0.1: the penalty's curvature lr·λ·F is far beyond SGD's
+    # stability limit, so its loss overflows while naive trains normally.
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(
+        capsys, "run", config_file, "--out", out, "--quiet", "--strategy", "naive",
+        "--strategy", "ewc", "--set", "strategies.ewc.lambda=1e9", "--seeds", "0,1",
+    )  # fmt: skip
+    assert code == 1
+    assert runs_of(read_records(out)) == [("naive", 0), ("naive", 1)]
+    summary = (out / "summary.md").read_text()
+    assert "| naive |" in summary and "| ewc |" not in summary
+    assert "- ewc seed 0: ewc: the loss became" in summary and "- ewc seed 1:" in summary
+    assert "Failed runs" in stdout
