@@ -1,8 +1,8 @@
 """The head, the strategy contract and the small pure functions strategies share.
 
 Strategies see tensors and a head, nothing else: this module imports neither benchmarks/
-nor reports/. Hook names follow Avalanche's plugin callbacks (see strategies.avalanche
-when it lands) so the same object can run in our engine and inside Avalanche.
+nor reports/. Hook names follow Avalanche's plugin callbacks, so one strategy object can
+also be driven from inside an Avalanche training loop.
 """
 
 from __future__ import annotations
