@@ -30,7 +30,7 @@ class RunResult:
     test_counts: list[int]  # test samples per experience
     newest_share: list[float]  # share of predictions on the newest experience's classes
     weight_norms: list[list[float]]  # per-class L2 norms of the head's rows, per experience
-    train_loss: list[float]  # mean minibatch loss per experience
+    train_loss: list[float | None]  # mean minibatch loss per experience; None: no training
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -79,8 +79,6 @@ def run(
     test_counts = torch.bincount(test_experience, minlength=num_experiences).tolist()
     if 0 in test_counts:
         raise ValueError(f"an experience has no test samples: test counts {test_counts}")
-    calls_after_update = _overrides(strategy, "after_update")
-    batch_size, epochs = training["batch_size"], training["epochs"]
     rows, shares, norms, losses = [], [], [], []
     train_seconds = eval_seconds = 0.0
 
@@ -94,31 +92,15 @@ def run(
 
         strategy.expand(head, num_seen - num_old)
         strategy.before_experience(head, experience)
-        optimizer = make_optimizer(list(head.parameters()), training)
-        steps = epochs * math.ceil(len(targets) / batch_size)
-        loss_sum = torch.zeros((), device=device)
-        step = 0
-        for _ in range(epochs):
-            order = torch.randperm(len(targets), generator=shuffle).to(device)
-            for batch in order.split(batch_size):
-                if training["schedule"] == "cosine":
-                    for group in optimizer.param_groups:
-                        group["lr"] = 0.5 * training["lr"] * (1 + math.cos(math.pi * step / steps))
-                batch_features = features[batch]  # (batch, dim)
-                loss = strategy.loss(head(batch_features), targets[batch], batch_features, head)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if calls_after_update:
-                    strategy.after_update(head)
-                loss_sum += loss.detach()
-                step += 1
-        mean_loss = (loss_sum / steps).item()
-        if not math.isfinite(mean_loss):
-            raise TrainingDiverged(
-                f"{strategy.name}: the loss became {mean_loss} in experience {index}; "
-                f"lower training.lr (now {training['lr']}) or the strategy's penalty weight"
-            )
+        if strategy.trains_head:
+            mean_loss = train_head(strategy, head, features, targets, training, shuffle)
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(
+                    f"{strategy.name}: the loss became {mean_loss} in experience {index}; "
+                    f"lower training.lr (now {training['lr']}) or the strategy's penalty weight"
+                )
+        else:
+            mean_loss = None
         strategy.after_experience(head, experience)
         train_seconds += time.perf_counter() - started
 
@@ -145,6 +127,43 @@ def run(
     return RunResult(
         rows, test_counts, shares, norms, losses, {"train": train_seconds, "evaluate": eval_seconds}
     )
+
+
+def train_head(
+    strategy: Strategy,
+    head: Head,
+    features: Tensor,
+    targets: Tensor,
+    training: dict[str, Any],
+    shuffle: torch.Generator,
+) -> float:
+    """The minibatch loop of one experience; returns the mean minibatch loss.
+
+    One permutation per epoch, minibatches sliced by index; the loss is summed on the
+    device and read once at the end.
+    """
+    batch_size, epochs = training["batch_size"], training["epochs"]
+    optimizer = make_optimizer(list(head.parameters()), training)
+    steps = epochs * math.ceil(len(targets) / batch_size)
+    calls_after_update = _overrides(strategy, "after_update")
+    loss_sum = torch.zeros((), device=features.device)
+    step = 0
+    for _ in range(epochs):
+        order = torch.randperm(len(targets), generator=shuffle).to(features.device)
+        for batch in order.split(batch_size):
+            if training["schedule"] == "cosine":
+                for group in optimizer.param_groups:
+                    group["lr"] = 0.5 * training["lr"] * (1 + math.cos(math.pi * step / steps))
+            batch_features = features[batch]  # (batch, dim)
+            loss = strategy.loss(head(batch_features), targets[batch], batch_features, head)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if calls_after_update:
+                strategy.after_update(head)
+            loss_sum += loss.detach()
+            step += 1
+    return (loss_sum / steps).item()
 
 
 @torch.no_grad()

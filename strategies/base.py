@@ -159,6 +159,7 @@ class Strategy(nn.Module):
     paper: ClassVar[str]
     Config: ClassVar[type]
     trains_on_all_seen: ClassVar[bool] = False
+    trains_head: ClassVar[bool] = True  # False: no minibatch loop (statistics-only methods)
 
     def __init__(self, config: Any = None) -> None:
         super().__init__()
