@@ -1,4 +1,4 @@
-"""The `headbench` command (also `python -m benchmarks`).
+"""The `headbench` command (also `python -m benchmarks`): run, report, list.
 
 Bad input of any kind ends in one line on stderr and exit status 2, with nothing
 written; Ctrl-C keeps every finished run's record and exits with 130. A run whose loss
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from reports.options import add_arguments
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
+    report = commands.add_parser(
+        "report", help="tables, plots and an HTML report from a folder of run records"
+    )
+    add_arguments(report)
+
     listing = commands.add_parser("list", help="show strategies, datasets, backbones and configs")
     listing.add_argument(
         "section", nargs="?", choices=("strategies", "datasets", "backbones", "configs")
@@ -80,8 +87,22 @@ def command_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_report(args: argparse.Namespace) -> int:
+    from reports.report import run_command
+
+    return run_command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":  # reads records only: no torch, no strategies
+        from reports.records import ReportError
+
+        try:
+            return command_report(args)
+        except ReportError as error:
+            print(f"headbench: error: {error}", file=sys.stderr)
+            return 2
     from benchmarks.errors import UsageError
     from strategies import HyperparameterError
 

@@ -84,13 +84,90 @@ def backward_transfer(matrix: Matrix) -> float:
     return float(np.mean([array[last, j] - array[j, j] for j in range(last)]))
 
 
+def drop_since_learned(matrix: Matrix) -> float:
+    """D = (1/(T-1)) Σ_{j<T-1} ( R[j, j] − R[T-1, j] ): accuracy just after learning minus now.
+
+    The quantity Avalanche reports as `StreamForgetting` (and, negated, as `StreamBWT`):
+    the drop of each old experience from its accuracy right after it was learned, not from
+    its best accuracy as in Chaudhry et al. (ECCV 2018), so an experience that improved and
+    then fell counts less here. On the same matrix D = −BWT (Lopez-Paz & Ranzato, NeurIPS
+    2017). Named differently from `forgetting` so that both can be reported side by side.
+    NaN for a single experience.
+    """
+    array = _as_array(matrix)
+    last = len(array) - 1
+    if last == 0:
+        return float("nan")
+    return float(np.mean([array[j, j] - array[last, j] for j in range(last)]))
+
+
+def old_new_accuracy(
+    matrix: Matrix, counts: Sequence[int] | None = None
+) -> tuple[list[float], list[float]]:
+    """Accuracy on the old and on the new classes after each experience i.
+
+    old_i = Σ_{j<i} n_j R[i, j] / Σ_{j<i} n_j (classes of the experiences before i; NaN for
+    i = 0, which has no old classes) and new_i = R[i, i] (experience i's own classes). The
+    split separates stability (old) from plasticity (new), the trade-off that the bias
+    towards new classes upsets (Wu et al., "Large Scale Incremental Learning", CVPR 2019;
+    Zhao et al., "Maintaining Discrimination and Fairness in Class Incremental Learning",
+    CVPR 2020). Returns (old, new), one value per experience.
+    """
+    array = _as_array(matrix)
+    weights = _weights(counts, len(array))
+    old = [float("nan")] + [
+        float(np.dot(array[i, :i], weights[:i]) / weights[:i].sum()) for i in range(1, len(array))
+    ]
+    new = [float(array[i, i]) for i in range(len(array))]
+    return old, new
+
+
+def balanced_newest_share(counts: Sequence[int]) -> list[float]:
+    """n_i / Σ_{j<=i} n_j: the share of test samples that belong to the newest experience.
+
+    The reference for the `newest_share` diagnostic (the share of test *predictions* on
+    the newest experience's classes, saved in every run record): a classifier without a
+    bias towards new classes predicts them about this often; a share near 1 means the head
+    sends nearly everything to the newest classes: the bias towards new classes that Wu et
+    al. ("Large Scale Incremental Learning", CVPR 2019) trace to the last fully connected
+    layer.
+    """
+    weights = np.asarray(counts, dtype=float)
+    return [float(weights[i] / weights[: i + 1].sum()) for i in range(len(weights))]
+
+
+def norm_ratio_new_old(norms: Sequence[float], num_old: int) -> float:
+    """mean_{c new} ‖w_c‖ / mean_{c old} ‖w_c‖ over the head's rows after an experience.
+
+    `norms` are the per-class L2 norms of the head's weight rows (arrival order), the
+    first `num_old` of them belonging to classes of earlier experiences. Zhao et al.
+    ("Maintaining Discrimination and Fairness in Class Incremental Learning", CVPR 2020)
+    show that new classes get larger norms than old ones (ratio > 1), which biases the
+    predictions towards them; Weight Aligning rescales the new rows by the inverse of this
+    ratio (γ). NaN when there are no old or no new classes.
+    """
+    values = np.asarray(norms, dtype=float)
+    if num_old <= 0 or num_old >= len(values):
+        return float("nan")
+    return float(values[num_old:].mean() / values[:num_old].mean())
+
+
 METRICS = {
     "final_accuracy": ("final average accuracy", True),
     "average_incremental_accuracy": ("average incremental accuracy", True),
     "forgetting": ("forgetting", False),
     "bwt": ("BWT", True),
 }
-"""Metric key -> (display name, higher is better)."""
+"""Metric key -> (display name, higher is better): the metrics of every run record."""
+
+REPORT_METRICS = {
+    "final_accuracy": ("final average accuracy", True),
+    "average_incremental_accuracy": ("average incremental accuracy", True),
+    "forgetting": ("forgetting", False),
+    "drop_since_learned": ("drop since learned", False),
+    "bwt": ("BWT", True),
+}
+"""The metrics of `headbench report`: METRICS and the Avalanche-style `drop_since_learned`."""
 
 
 def all_metrics(matrix: Matrix, counts: Sequence[int] | None = None) -> dict[str, float]:
@@ -101,3 +178,8 @@ def all_metrics(matrix: Matrix, counts: Sequence[int] | None = None) -> dict[str
         "forgetting": forgetting(matrix),
         "bwt": backward_transfer(matrix),
     }
+
+
+def report_metrics(matrix: Matrix, counts: Sequence[int] | None = None) -> dict[str, float]:
+    """Every metric in REPORT_METRICS, recomputed from the matrix (NaN where undefined)."""
+    return {**all_metrics(matrix, counts), "drop_since_learned": drop_since_learned(matrix)}

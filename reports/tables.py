@@ -1,16 +1,21 @@
-"""Summaries over seeds from saved run records: a tidy CSV and a Markdown table.
+"""Summaries over seeds from saved run records: tidy CSV, Markdown, LaTeX and HTML tables.
 
 Works from the records alone (dicts as stored in OUT/runs/*.json); never imports the
 engine. Accuracies are shown in percent, forgetting and BWT in percentage points.
+`summarise`, `markdown` and `tidy_csv` are the short summary `headbench run` prints;
+the rest serve `headbench report` (multi-seed tables with intervals, ranks and notes).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from html import escape
 
 import pandas as pd
 
-from reports.metrics import METRICS
+from reports.metrics import METRICS, REPORT_METRICS
 
 
 def summarise(records: list[dict]) -> pd.DataFrame:
@@ -61,3 +66,266 @@ def markdown(summary: pd.DataFrame) -> str:
 def tidy_csv(summary: pd.DataFrame) -> str:
     """One row per strategy × metric; values as fractions, unrounded."""
     return summary.to_csv(index=False)
+
+
+# ---------------------------------------------------------------------------------------
+# `headbench report`: multi-seed tables in Markdown, LaTeX (booktabs) and HTML, all drawn
+# from the tidy summary of reports.aggregate (one row per benchmark × strategy × metric).
+
+UNITS = (
+    "accuracies in %, forgetting, drop since learned and BWT in percentage points; "
+    "mean ± std over seeds (n − 1); ↑ higher is better, ↓ lower is better; "
+    "bold: best per column"
+)
+LATEX_HEADERS = {
+    "final_accuracy": "Final acc.",
+    "average_incremental_accuracy": "Avg.\\ inc.\\ acc.",
+    "forgetting": "Forgetting",
+    "drop_since_learned": "Drop",
+    "bwt": "BWT",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: a metric over the seeds of one strategy on one benchmark."""
+
+    mean: float
+    std: float
+    ci95_low: float
+    ci95_high: float
+    rank: int | None
+
+    @property
+    def best(self) -> bool:
+        return self.rank == 1
+
+
+@dataclass
+class TableModel:
+    """Rows of strategies; columns grouped by benchmark, one per metric, plus seeds."""
+
+    caption: str
+    benchmarks: list[str]
+    metrics: list[str]
+    strategies: list[str]
+    cells: dict[tuple[str, str, str], Cell]  # (strategy, benchmark, metric)
+    seeds: dict[tuple[str, str], int]  # (strategy, benchmark) -> runs
+    notes: list[str]
+
+    def cell(self, strategy: str, benchmark: str, metric: str) -> Cell | None:
+        return self.cells.get((strategy, benchmark, metric))
+
+
+def table_model(summary: pd.DataFrame, caption: str, notes: list[str]) -> TableModel:
+    """The table of the benchmarks in `summary` (SUMMARY_COLUMNS rows), strategies in order."""
+    benchmarks = list(dict.fromkeys(summary["benchmark"]))
+    strategies = list(dict.fromkeys(summary["strategy"]))
+    metrics = list(dict.fromkeys(summary["metric"]))
+    cells, seeds = {}, {}
+    for row in summary.itertuples(index=False):
+        rank = None if pd.isna(row.rank) else int(row.rank)
+        cells[row.strategy, row.benchmark, row.metric] = Cell(
+            row.mean, row.std, row.ci95_low, row.ci95_high, rank
+        )
+        if row.metric == "final_accuracy":  # defined for every run, so n = the runs
+            seeds[row.strategy, row.benchmark] = int(row.n)
+    return TableModel(caption, benchmarks, metrics, strategies, cells, seeds, notes)
+
+
+def _header(metric: str) -> str:
+    name, higher_is_better = REPORT_METRICS[metric]
+    return f"{name} {'↑' if higher_is_better else '↓'}"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def _interval(cell: Cell) -> str:
+    if math.isnan(cell.ci95_low):
+        return "n/a"
+    return f"[{_percent(cell.ci95_low)}, {_percent(cell.ci95_high)}]"
+
+
+def _columns(model: TableModel) -> list[tuple[str, str | None]]:
+    """(benchmark, metric) per value column; metric None is that benchmark's seeds column."""
+    return [
+        (benchmark, metric) for benchmark in model.benchmarks for metric in [*model.metrics, None]
+    ]
+
+
+def _markdown_grid(model: TableModel, value: Callable[[Cell], str]) -> str:
+    wide = len(model.benchmarks) > 1
+    header = ["strategy"]
+    for benchmark, metric in _columns(model):
+        name = _header(metric) if metric else "seeds"
+        header.append(f"{benchmark}: {name}" if wide else name)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for strategy in model.strategies:
+        cells = [strategy]
+        for benchmark, metric in _columns(model):
+            if metric is None:
+                seeds = model.seeds.get((strategy, benchmark))
+                cells.append("–" if seeds is None else str(seeds))
+                continue
+            cell = model.cell(strategy, benchmark, metric)
+            cells.append("–" if cell is None else value(cell))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table(model: TableModel) -> str:
+    """The README-ready table: `mean ± std` (percent) per metric, the best in bold."""
+
+    def value(cell: Cell) -> str:
+        text = _cell(cell.mean, cell.std)
+        return f"**{text}**" if cell.best else text
+
+    return _markdown_grid(model, value)
+
+
+def markdown_intervals(model: TableModel) -> str:
+    """95% confidence intervals (Student t, n − 1 degrees of freedom), percent."""
+    return _markdown_grid(model, _interval)
+
+
+def markdown_ranks(model: TableModel) -> str:
+    """Rank per metric (1 = best; ties share the better rank)."""
+    return _markdown_grid(model, lambda cell: "–" if cell.rank is None else str(cell.rank))
+
+
+# LaTeX ----------------------------------------------------------------------------------
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "–": "--",
+    "—": "---",
+    "−": "-",
+    "±": r"$\pm$",
+    "≤": r"$\leq$",
+    "×": r"$\times$",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe in a LaTeX document: special characters escaped, a few symbols as math."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in text)
+
+
+def _latex_value(cell: Cell | None) -> str:
+    if cell is None:
+        return "--"
+    if math.isnan(cell.mean):
+        return "n/a"
+    text = _percent(cell.mean)
+    if not math.isnan(cell.std):
+        text += rf" \pm {_percent(cell.std)}"
+    return rf"$\mathbf{{{text}}}$" if cell.best else f"${text}$"
+
+
+def latex_table(model: TableModel, label: str, footer: str) -> str:
+    """A booktabs `table*` float: `mean ± std` cells, the best per column in bold.
+
+    Needs only `\\usepackage{booktabs}`; compiles as-is inside a minimal document.
+    """
+    wide = len(model.benchmarks) > 1
+    per_group = len(model.metrics) + 1
+    columns = _columns(model)
+    lines = [
+        "% Made by headbench report; needs \\usepackage{booktabs} in the preamble.",
+        "% table*: spans both columns of a two-column paper (as table in a one-column one).",
+        r"\begin{table*}[t]",
+        r"\centering",
+        rf"\caption{{{latex_escape(model.caption)}}}",
+        rf"\label{{{label}}}",
+        r"\small",
+        rf"\begin{{tabular}}{{l{'r' * len(columns)}}}",
+        r"\toprule",
+    ]
+    if wide:
+        groups = [
+            rf"\multicolumn{{{per_group}}}{{c}}{{{latex_escape(benchmark)}}}"
+            for benchmark in model.benchmarks
+        ]
+        lines.append(" & " + " & ".join(groups) + r" \\")
+        rules = [
+            rf"\cmidrule(lr){{{2 + k * per_group}-{1 + (k + 1) * per_group}}}"
+            for k in range(len(model.benchmarks))
+        ]
+        lines.append(" ".join(rules))
+    header = ["Strategy"]
+    for _, metric in columns:
+        if metric is None:
+            header.append("$n$")
+        else:
+            arrow = r"$\uparrow$" if REPORT_METRICS[metric][1] else r"$\downarrow$"
+            header.append(f"{LATEX_HEADERS[metric]} {arrow}")
+    lines += [" & ".join(header) + r" \\", r"\midrule"]
+    for strategy in model.strategies:
+        cells = [latex_escape(strategy)]
+        for benchmark, metric in columns:
+            if metric is None:
+                seeds = model.seeds.get((strategy, benchmark))
+                cells.append("--" if seeds is None else str(seeds))
+            else:
+                cells.append(_latex_value(model.cell(strategy, benchmark, metric)))
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    notes = [*model.notes, footer]
+    lines += [r"\par\smallskip", r"{\footnotesize " + latex_escape(" ".join(notes)) + "\\par}"]
+    lines.append(r"\end{table*}")
+    return "\n".join(lines) + "\n"
+
+
+# HTML -----------------------------------------------------------------------------------
+
+
+def html_table(model: TableModel) -> str:
+    """The summary as an HTML table: `mean ± std` with the 95% CI below, the best in bold."""
+    wide = len(model.benchmarks) > 1
+    per_group = len(model.metrics) + 1
+    parts = ['<table class="summary">', f"<caption>{escape(model.caption)}</caption>", "<thead>"]
+    if wide:
+        parts.append(
+            "<tr><th></th>"
+            + "".join(
+                f'<th colspan="{per_group}">{escape(benchmark)}</th>'
+                for benchmark in model.benchmarks
+            )
+            + "</tr>"
+        )
+    header = "".join(
+        f"<th>{escape(_header(metric) if metric else 'seeds')}</th>"
+        for _, metric in _columns(model)
+    )
+    parts += [f"<tr><th>strategy</th>{header}</tr>", "</thead>", "<tbody>"]
+    for strategy in model.strategies:
+        cells = [f'<th scope="row">{escape(strategy)}</th>']
+        for benchmark, metric in _columns(model):
+            if metric is None:
+                seeds = model.seeds.get((strategy, benchmark))
+                cells.append(f"<td>{'–' if seeds is None else seeds}</td>")
+                continue
+            cell = model.cell(strategy, benchmark, metric)
+            if cell is None:
+                cells.append("<td>–</td>")
+                continue
+            value = escape(_cell(cell.mean, cell.std))
+            if cell.best:
+                value = f"<strong>{value}</strong>"
+            cells.append(f'<td>{value}<br><span class="ci">{_interval(cell)}</span></td>')
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts += ["</tbody>", "</table>"]
+    return "\n".join(parts) + "\n"

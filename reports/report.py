@@ -1,0 +1,362 @@
+"""`headbench report RESULTS_DIR` (also `python -m reports RESULTS_DIR`).
+
+Reads every run record under RESULTS_DIR, checks them all, builds every table and figure
+in memory, and only then writes them into OUT (default RESULTS_DIR/report), each file
+atomically (temporary file + rename). Bad input raises ReportError before anything is
+written; the command line prints it as one `headbench: error:` line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from reports import aggregate, citation, html, plots, tables
+from reports.metrics import REPORT_METRICS
+from reports.options import BY_CHOICES, add_arguments, parse_formats
+from reports.records import Benchmark, ReportError, group, load_runs
+
+IMAGE_FORMATS = ("png", "pdf", "svg")
+
+FIGURES = {
+    "accuracy": (
+        "Accuracy on seen classes",
+        "Accuracy on all classes seen so far after each experience, one line per strategy; "
+        "the band is the 95% Student-t confidence interval over seeds.",
+    ),
+    "heatmaps": (
+        "Accuracy matrices",
+        "R[i, j]: accuracy (%) on experience j's classes after training experience i, mean "
+        "over seeds, one panel per strategy.",
+    ),
+    "bars": (
+        "Final accuracy and forgetting",
+        "Final average accuracy (%) and forgetting (Chaudhry et al. 2018, percentage points) "
+        "per strategy; error bars: 95% Student-t confidence interval over seeds.",
+    ),
+    "weight_norms": (
+        "Head weight norms",
+        "L2 norm of each class's row of the head after the last experience (mean over "
+        "seeds), classes in order of arrival; dotted lines separate experiences. Naive "
+        "training inflates the newest rows, Weight Aligning equalises them.",
+    ),
+    "newest_share": (
+        "Predictions on the newest classes",
+        "Share of test predictions that fall on the newest experience's classes; the dashed "
+        "black line is their share of the test samples (an unbiased head's rate).",
+    ),
+    "old_new": (
+        "Old and new classes",
+        "Accuracy on the classes of earlier experiences (old) and of the experience just "
+        "learned (new) after each experience; bands: 95% confidence interval over seeds.",
+    ),
+}
+"""Figure name -> (title, what it shows), in the order the reports show them."""
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a benchmark label."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "benchmark"
+
+
+def _short_list(values: list, limit: int = 10) -> str:
+    shown = ", ".join(map(str, values[:limit]))
+    return f"[{shown}, … ({len(values)} in all)]" if len(values) > limit else f"[{shown}]"
+
+
+def describe_benchmark(benchmark: Benchmark) -> str:
+    """One line naming what a table compares: dataset, backbone, class order, protocol."""
+    config = benchmark.config
+    scenario = config.get("scenario", {})
+    order = benchmark.first.record.get("class_order")
+    order_text = str(scenario.get("class_order", "unknown"))
+    if order is not None:
+        order_text += f" = {_short_list(order)}"
+    seeds = benchmark.seeds
+    return (
+        f"{benchmark.label}: dataset {config.get('dataset', {}).get('name', 'unknown')}, "
+        f"backbone {config.get('backbone', {}).get('name', 'unknown')} (frozen), "
+        f"head bias {str(config.get('head', {}).get('bias', 'unknown')).lower()}, "
+        f"class order {order_text}, B{scenario.get('initial_classes', '?')} "
+        f"Inc{scenario.get('increment', '?')} ({len(benchmark.experiences)} experiences), "
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"
+    )
+
+
+def seed_notes(benchmark: Benchmark) -> list[str]:
+    """A note per strategy with fewer seeds than the benchmark's others, and record notes."""
+    total = len(benchmark.seeds)
+    notes = []
+    for variant in benchmark.variants:
+        missing = benchmark.missing_seeds(variant)
+        if missing:
+            notes.append(
+                f"{variant.label} has {len(variant.runs)} of {total} seeds on "
+                f"{benchmark.label} (missing or failed: seed {', '.join(map(str, missing))}); "
+                "its statistics are over the seeds it has."
+            )
+    return notes + benchmark.notes
+
+
+@dataclass
+class Report:
+    """Everything a report writes, built in memory: relative path -> bytes."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    markdown: str = ""  # the whole report.md
+    summary: str = ""  # its main table(s) with captions and notes, for the terminal
+
+
+def _summary_stats(
+    summary: pd.DataFrame, benchmark: Benchmark
+) -> dict[str, dict[str, aggregate.Stats]]:
+    rows = summary[summary["benchmark"] == benchmark.label]
+    return {
+        metric: {
+            row.strategy: aggregate.Stats(row.mean, row.std, row.ci95_low, row.ci95_high, row.n)
+            for row in rows[rows["metric"] == metric].itertuples(index=False)
+        }
+        for metric in REPORT_METRICS
+    }
+
+
+def _figures(
+    benchmark: Benchmark, summary: pd.DataFrame, styles: dict[str, plots.LineStyle]
+) -> dict[str, Figure]:
+    """The figures of one benchmark, by name (as in FIGURES); those without data left out."""
+    figures = {
+        "accuracy": plots.accuracy_figure(benchmark, styles),
+        "heatmaps": plots.heatmap_figure(benchmark),
+        "bars": plots.bars_figure(benchmark, _summary_stats(summary, benchmark), styles),
+        "weight_norms": plots.weight_norms_figure(benchmark, styles),
+        "newest_share": plots.newest_share_figure(benchmark, styles),
+        "old_new": plots.old_new_figure(benchmark, styles),
+    }
+    return {name: figure for name, figure in figures.items() if figure is not None}
+
+
+def _markdown_tables(model: tables.TableModel) -> list[str]:
+    return [
+        model.caption + "\n",
+        tables.markdown_table(model),
+        f"({tables.UNITS}.)\n",
+        *(f"> Note: {note}\n" for note in model.notes),
+        "95% confidence intervals (Student t, n − 1 degrees of freedom):\n",
+        tables.markdown_intervals(model),
+        "Ranks per metric (1 = best; equal shown values share a rank):\n",
+        tables.markdown_ranks(model),
+    ]
+
+
+def _terminal_summary(model: tables.TableModel) -> str:
+    notes = "".join(f"Note: {note}\n" for note in model.notes)
+    return f"{model.caption}\n{tables.UNITS}\n\n{tables.markdown_table(model)}{notes}"
+
+
+def build(
+    results_dir: Path, formats: list[str], by: str | None = None, source: str | None = None
+) -> Report:
+    """Every file of the report, in memory. ReportError on bad input; nothing written."""
+    if by is not None and by not in BY_CHOICES:
+        raise ReportError(f"--by {by!r}: unknown; accepted: {', '.join(BY_CHOICES)}")
+    benchmarks = group(load_runs(results_dir))
+    source = source or str(results_dir)
+    version = citation.headbench_version()
+    made_with = citation.made_with(version)
+    papers = citation.strategy_papers(benchmarks)
+    papers_text = "Strategies: " + "; ".join(f"{name}: {paper}" for name, paper in papers) + "."
+    summary = aggregate.summarise_all(benchmarks)
+    labels = list(dict.fromkeys(v.label for b in benchmarks for v in b.variants))
+    styles = plots.strategy_styles(labels)
+    report = Report()
+
+    models = {
+        b.label: tables.table_model(
+            summary[summary["benchmark"] == b.label],
+            describe_benchmark(b) + ". Mean ± std over seeds; best per column in bold.",
+            seed_notes(b),
+        )
+        for b in benchmarks
+    }
+    wide = None
+    if by == "benchmark":
+        wide = tables.table_model(
+            summary,
+            "; ".join(describe_benchmark(b) for b in benchmarks)
+            + ". Mean ± std over seeds; best per column in bold.",
+            [note for b in benchmarks for note in seed_notes(b)],
+        )
+
+    markdown = ["# headbench report\n", f"{made_with}\n"]
+    summaries, latex = [], []
+    if wide is not None:
+        markdown += ["## All benchmarks\n", *_markdown_tables(wide)]
+        summaries.append(_terminal_summary(wide))
+        latex.append(tables.latex_table(wide, "tab:headbench", f"{papers_text} {made_with}"))
+
+    want_images = [f for f in formats if f in IMAGE_FORMATS]
+    need_png = "png" in formats or "html" in formats
+    sections = []
+    for benchmark in benchmarks:
+        model = models[benchmark.label]
+        name = slug(benchmark.label)
+        markdown.append(f"## {benchmark.label}\n")
+        if wide is None:
+            markdown += _markdown_tables(model)
+            summaries.append(_terminal_summary(model))
+            latex.append(
+                tables.latex_table(model, f"tab:headbench-{name}", f"{papers_text} {made_with}")
+            )
+        figures = _figures(benchmark, summary, styles) if want_images or need_png else {}
+        embedded, listed = [], []
+        for figure_name, figure in figures.items():
+            title, caption = FIGURES[figure_name]
+            png = plots.render(figure, "png") if need_png else b""
+            for image_format in want_images:
+                path = f"figures/{name}-{figure_name}.{image_format}"
+                data = png if image_format == "png" else plots.render(figure, image_format)
+                report.files[path] = data
+            if "png" in formats:
+                listed.append(f"![{title}](figures/{name}-{figure_name}.png)\n\n{caption}\n")
+            elif want_images:
+                files = ", ".join(f"figures/{name}-{figure_name}.{f}" for f in want_images)
+                listed.append(f"- {title} ({files}): {caption}\n")
+            embedded.append(html.EmbeddedFigure(title, caption, png, figure_name == "heatmaps"))
+        if listed:
+            markdown += ["### Figures\n", *listed]
+        sections.append(
+            html.BenchmarkSection(
+                benchmark,
+                describe_benchmark(benchmark),
+                "" if wide is not None else tables.html_table(model),
+                [] if wide is not None else model.notes,
+                embedded,
+            )
+        )
+
+    markdown += [
+        "## Strategies\n",
+        "".join(f"- **{name}**: {paper}\n" for name, paper in papers),
+        "## How to cite\n",
+        f"{made_with} Runs made with: {', '.join(citation.run_versions(benchmarks))}.\n",
+    ]
+    report.markdown = "\n".join(markdown)
+    report.summary = "\n".join(summaries)
+    if "md" in formats:
+        report.files["report.md"] = report.markdown.encode()
+    if "latex" in formats:
+        report.files["tables.tex"] = "\n".join(latex).encode()
+    if "csv" in formats:
+        report.files["summary.csv"] = summary.to_csv(index=False).encode()
+        report.files["steps.csv"] = aggregate.steps_frame(benchmarks).to_csv(index=False).encode()
+    if "html" in formats:
+        wide_html = None
+        if wide is not None:
+            wide_html = tables.html_table(wide) + "".join(
+                f'<p class="note">{escape(note)}</p>' for note in wide.notes
+            )
+        page = html.html_report(
+            "headbench report",
+            source,
+            sections,
+            wide_html,
+            tables.UNITS,
+            papers,
+            made_with,
+            citation.run_versions(benchmarks),
+        )
+        report.files["report.html"] = page.encode()
+    return report
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; reports are for sharing
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write(report: Report, out: Path) -> list[Path]:
+    """Write every file of `report` under `out`; ReportError if `out` is not writable."""
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out}: is a file; accepted: a directory (created if absent)")
+    directories = sorted({(out / name).parent for name in report.files})
+    created = [d for d in [out, *directories] if not d.exists()]
+    try:
+        for directory in directories:
+            directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, data in report.files.items():
+            atomic_write_bytes(out / name, data)
+            written.append(out / name)
+    except OSError as error:
+        for directory in reversed(created):
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+        raise ReportError(
+            f"--out {out}: cannot write there ({error.strerror}); accepted: a writable directory"
+        ) from None
+    return written
+
+
+def make_report(
+    results_dir: str | Path,
+    out: str | Path | None = None,
+    formats: str | None = None,
+    by: str | None = None,
+) -> tuple[Report, Path, list[Path]]:
+    """Check, build and write a report; returns it, its folder and the files written."""
+    chosen = parse_formats(formats)
+    results = Path(results_dir)
+    report = build(results, chosen, by, source=str(results_dir))
+    target = Path(out) if out is not None else results / "report"
+    return report, target, write(report, target)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Write the report, print its Markdown tables and the files; ReportError propagates."""
+    report, out, written = make_report(args.results, args.out, args.formats, args.by)
+    print(report.summary)
+    print(f"report: {len(written)} files in {out}/:")
+    for path in written:
+        print(f"  {path.relative_to(out)}")
+    sys.stdout.flush()
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + message
+        self.exit(2, f"headbench: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m reports RESULTS_DIR [--out DIR] [--format ...] [--by benchmark]`."""
+    parser = _Parser(prog="python -m reports", description="Tables, plots and an HTML report.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_command(args)
+    except ReportError as error:
+        print(f"headbench: error: {error}", file=sys.stderr)
+        return 2
