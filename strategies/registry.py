@@ -14,7 +14,7 @@ from strategies.base import HyperparameterError, Strategy, build_config
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 _ALIASES: dict[str, str] = {}
-_BUILTIN = ("naive", "weight_aligning", "ewc", "lwf", "joint")
+_BUILTIN = ("naive", "weight_aligning", "ewc", "lwf", "joint", "ncm", "slda", "ridge")
 _loaded = False
 
 

@@ -22,8 +22,10 @@ from benchmarks import engine
 from benchmarks.cli import main
 from benchmarks.config import find_config
 
-# The five built-in strategies, each run with the blob config when none is chosen.
-ALL_STRATEGIES = {"naive", "weight_aligning", "ewc", "lwf", "joint"}
+# The built-in strategies, each run with the blob config when none is chosen.
+ALL_STRATEGIES = {"naive", "weight_aligning", "ewc", "lwf", "joint", "ncm", "slda", "ridge"}
+# Those that train the head by gradient descent (the others compute it from statistics).
+GRADIENT_TRAINED = {"naive", "weight_aligning", "ewc", "lwf", "joint"}
 METRIC_KEYS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "bwt"}
 # The paper defaults each strategy documents (EWC: FACIL's λ = 5000; LwF: T = 2, λ_o = 1,
 # cross-entropy over the new classes; WA: T = 2 with clipping and aligned biases).
@@ -325,6 +327,9 @@ def test_list_strategies_shows_hyperparameters_with_defaults(capsys):
         ],
         "naive": [],
         "joint": [],
+        "ncm": ["metric = 'cosine'", "normalize = False"],
+        "slda": ["shrinkage = 0.0001", "covariance = 'streaming'"],
+        "ridge": ["method = 'ranpac'", "projection_dim = 2048", "gamma = 0.1"],
     }
     for name, settings in expected.items():
         assert [line.split("  ")[0] for line in blocks[name]] == settings, name
@@ -359,7 +364,7 @@ def test_run_a_shipped_config_by_name(tmp_path, capsys, monkeypatch):
     assert record["test_counts"] == [sum(held_out[:5]), *held_out[5:]]
 
 
-def test_digits_demo_joint_has_the_best_final_accuracy(tmp_path, capsys):
+def test_digits_demo_joint_has_the_best_final_accuracy_of_the_gradient_trained(tmp_path, capsys):
     out = tmp_path / "out"
     code, _, stderr = run_cli(capsys, "run", "digits_b5_inc1", "--out", out, "--quiet")
     assert code == 0, stderr
@@ -369,7 +374,11 @@ def test_digits_demo_joint_has_the_best_final_accuracy(tmp_path, capsys):
         name: np.mean([r["metrics"]["final_accuracy"] for r in records if r["strategy"] == name])
         for name in ALL_STRATEGIES
     }
-    others = {name: value for name, value in final.items() if name != "joint"}
+    # Joint bounds what the same SGD budget (10 epochs per experience) reaches; it is no
+    # bound for the closed-form heads: SLDA and the ridge head compute their optimum from
+    # statistics of all seen data and beat it here (about 98 % and 99 % final accuracy
+    # against joint's 91 %), so joint is compared with the gradient-trained strategies only.
+    others = {name: final[name] for name in GRADIENT_TRAINED - {"joint"}}
     assert final["joint"] > max(others.values()), final
 
 

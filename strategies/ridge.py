@@ -1,0 +1,158 @@
+"""Analytic ridge-regression head: least squares on one-hot targets over fixed random ReLU
+features, updated so that it always equals the ridge fit on all data seen so far.
+
+McDonnell et al., "RanPAC: Random Projections and Pre-trained Models for Continual
+Learning", NeurIPS 2023 (`method = "ranpac"`, the default): h = ReLU(xᵀ P), P ~ N(0, 1);
+G = Σ h hᵀ, Q = Σ h yᵀ accumulated; W = (G + λ I)⁻¹ Q, λ chosen after every experience
+from 10^-8 .. 10^8 by the least mean squared error on a random 20 % of its samples when
+fitted on the other 80 % (the authors' code, github.com/RanPAC/RanPAC). M = 0: h = x.
+
+Zhuang et al., "ACIL: Analytic Class-Incremental Learning with Absolute Memorization and
+Privacy Protection", NeurIPS 2022 (`method = "acil"`): the same fit by recursive least
+squares from R = I/γ, γ = 0.1 (the authors' code), Eq. 10 R ← R − R Xᵀ(I + X R Xᵀ)⁻¹X R,
+Eq. 9 W ← W + R Xᵀ(Y − X W); ACIL labels a phase's new classes only, which with W's new
+columns started at 0 is Y one-hot over all seen classes. Its buffer layer is this random
+ReLU expansion, P ~ U(−1/√dim, 1/√dim) (an nn.Linear's init); blocks of 4096 samples, as
+in its code (exact, and bounds the matrix inverted).
+
+Deviations: M defaults to 2048, not RanPAC's 10000 or ACIL's 8192: G (or R) is M × M in
+float64 (800 MB at 10000) and a solve costs M³, seconds on a CPU per experience; set
+`projection_dim` for the papers' values. RanPAC's optional first-session tuning of the
+backbone is outside a head-only suite. P is drawn on the CPU from the global generator at
+the first experience. No bias, as in both papers. Without projection W is copied into the
+head's rows; with it W lives in the M-dimensional space and the head's rows stay 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from strategies.base import Experience, Head, Strategy, hyperparameter, require
+from strategies.registry import register
+
+RLS_CHUNK = 4096  # samples per recursive step (ACIL's code: IL batch size 4096)
+FIT_SHARE = 0.8  # RanPAC: λ is fitted on 80 % of an experience's samples, scored on the rest
+
+
+@dataclass(frozen=True)
+class RidgeConfig:
+    method: Literal["ranpac", "acil"] = hyperparameter(
+        "ranpac", "RanPAC: Gram matrix, λ chosen per experience; ACIL: recursion, fixed γ"
+    )
+    projection_dim: int = hyperparameter(2048, "M: width of the random ReLU expansion; 0: none")
+    gamma: float = hyperparameter(0.1, "γ: ACIL's fixed regulariser (RanPAC chooses its λ)")
+
+    def __post_init__(self) -> None:
+        width = f"strategies.ridge.projection_dim = {self.projection_dim} must be >= 0"
+        require(self.projection_dim >= 0, width)
+        require(self.gamma > 0, f"strategies.ridge.gamma = {self.gamma} must be > 0")
+
+
+def choose_lambda(fit: Tensor, fit_targets: Tensor, held: Tensor, held_targets: Tensor) -> Tensor:
+    """RanPAC's λ: least held-out mean squared error of the ridge fit (fitᵀfit + λI)⁻¹ fitᵀY.
+
+    One thin SVD fit = U S Vᵀ gives every candidate's fit as V diag(S / (S² + λ)) Uᵀ Y,
+    the same solution as RanPAC's one solve per candidate.
+    """
+    candidates = 10.0 ** torch.arange(-8, 9, dtype=fit.dtype, device=fit.device)  # (17,)
+    left, singular, right = torch.linalg.svd(fit, full_matrices=False)
+    held_coordinates = held @ right.T  # (held, rank)
+    target_coordinates = left.T @ fit_targets  # (rank, seen)
+    shrunk = singular / (singular.square() + candidates[:, None])  # (17, rank)
+    fits = shrunk[:, :, None] * target_coordinates  # (17, rank, seen)
+    predictions = held_coordinates @ fits  # (17, held, seen)
+    errors = (predictions - held_targets).square().mean(dim=(1, 2))  # (17,)
+    return candidates[errors.argmin()]
+
+
+def recursive_least_squares(
+    inverse: Tensor, weight: Tensor, features: Tensor, targets: Tensor
+) -> tuple[Tensor, Tensor]:
+    """ACIL's Eqs. 10 and 9 for one block of samples: R and W after learning it."""
+    inverse_features = inverse @ features.T  # (M, block)
+    kernel = features @ inverse_features  # (block, block)
+    kernel.diagonal().add_(1)  # I + X R Xᵀ
+    inverse = inverse - inverse_features @ torch.linalg.solve(kernel, inverse_features.T)  # (M, M)
+    weight = weight + inverse @ features.T @ (targets - features @ weight)  # (M, seen)
+    return inverse, weight
+
+
+@register("ridge")
+class Ridge(Strategy):
+    """Ridge regression on one-hot targets over random ReLU features, exact at every step."""
+
+    paper = "McDonnell et al., RanPAC, NeurIPS 2023; Zhuang et al., ACIL, NeurIPS 2022"
+    Config = RidgeConfig
+    trains_head = False
+
+    def __init__(self, config: RidgeConfig | None = None) -> None:
+        super().__init__(config)
+        self.register_buffer("projection", None)  # (dim, M), P
+        self.register_buffer("gram", None)  # (M, M) float64, G (RanPAC)
+        self.register_buffer("correlation", None)  # (M, seen) float64, Q (RanPAC)
+        self.register_buffer("inverse", None)  # (M, M) float64, R (ACIL)
+        self.register_buffer("weight", None)  # (M, seen) float64, W
+        self.register_buffer("lambda_chosen", None)  # (), λ of the last experience (RanPAC)
+
+    def expand(self, head: Head, num_new: int) -> None:
+        head.append_rows(torch.zeros(num_new, head.in_features))  # filled after the experience
+
+    def before_experience(self, head: Head, experience: Experience) -> None:
+        shape = (head.in_features, self.config.projection_dim)
+        if self.projection is None and shape[1] > 0:
+            if self.config.method == "ranpac":
+                projection = torch.randn(shape)  # (dim, M)
+            else:
+                bound = 1 / math.sqrt(shape[0])
+                projection = torch.empty(shape).uniform_(-bound, bound)  # (dim, M)
+            self.projection = projection.to(experience.features.device)
+
+    def expanded(self, features: Tensor) -> Tensor:
+        """h = ReLU(xᵀ P), or x itself without projection."""
+        if self.projection is None:
+            return features
+        return torch.relu(features @ self.projection.to(features.dtype))  # (batch, M)
+
+    @torch.no_grad()
+    def after_experience(self, head: Head, experience: Experience) -> None:
+        inputs = self.expanded(experience.features.double())  # (n, M)
+        targets = F.one_hot(experience.targets, experience.num_seen).double()  # (n, seen)
+        width = inputs.shape[1]
+        identity = torch.eye(width, dtype=inputs.dtype, device=inputs.device)  # (M, M)
+        if self.weight is None:
+            self.weight = inputs.new_zeros(width, 0)
+            if self.config.method == "ranpac":
+                self.gram, self.correlation = 0 * identity, self.weight
+            else:
+                self.inverse = identity / self.config.gamma
+        new_columns = inputs.new_zeros(width, experience.num_new)
+        self.weight = torch.cat([self.weight, new_columns], dim=1)  # (M, seen)
+        if self.config.method == "ranpac":
+            self.gram = self.gram + inputs.T @ inputs  # (M, M)
+            self.correlation = torch.cat([self.correlation, new_columns], dim=1)  # (M, seen)
+            self.correlation = self.correlation + inputs.T @ targets
+            cut = int(FIT_SHARE * len(inputs))
+            order = torch.randperm(len(inputs)).to(inputs.device)  # RanPAC's shuffled loader
+            fit, held = order[:cut], order[cut:]
+            self.lambda_chosen = choose_lambda(
+                inputs[fit], targets[fit], inputs[held], targets[held]
+            )  # ()
+            regularised = self.gram + self.lambda_chosen * identity  # (M, M), G + λI
+            self.weight = torch.linalg.solve(regularised, self.correlation)  # (M, seen)
+        else:
+            for start in range(0, len(inputs), RLS_CHUNK):
+                rows = slice(start, start + RLS_CHUNK)
+                self.inverse, self.weight = recursive_least_squares(
+                    self.inverse, self.weight, inputs[rows], targets[rows]
+                )
+        if self.projection is None:
+            head.weight.copy_(self.weight.T)
+
+    def predict(self, head: Head, features: Tensor) -> Tensor:
+        return self.expanded(features) @ self.weight.to(features.dtype)  # (batch, seen)
