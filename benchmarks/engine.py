@@ -187,5 +187,5 @@ def evaluate(
     return (
         per_experience.tolist(),
         share.item(),
-        head.weight.detach().norm(dim=1).tolist(),
+        strategy.class_norms(head).tolist(),
     )

@@ -144,10 +144,10 @@ def norm_ratio_new_old(norms: Sequence[float], num_old: int) -> float:
     ("Maintaining Discrimination and Fairness in Class Incremental Learning", CVPR 2020)
     show that new classes get larger norms than old ones (ratio > 1), which biases the
     predictions towards them; Weight Aligning rescales the new rows by the inverse of this
-    ratio (γ). NaN when there are no old or no new classes.
+    ratio (γ). NaN when there are no old or no new classes, or the old rows are all zero.
     """
     values = np.asarray(norms, dtype=float)
-    if num_old <= 0 or num_old >= len(values):
+    if num_old <= 0 or num_old >= len(values) or not values[:num_old].any():
         return float("nan")
     return float(values[num_old:].mean() / values[:num_old].mean())
 

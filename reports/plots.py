@@ -224,14 +224,22 @@ def bars_figure(
     return figure
 
 
+WEIGHT_NORM_FOCUS = ("naive", "weight_aligning")
+
+
 def weight_norms_figure(benchmark: Benchmark, styles: dict[str, LineStyle]) -> Figure | None:
     """Per-class L2 norms of the head's rows after the last experience (mean over seeds).
 
     Naive training grows the newest classes' rows; Weight Aligning (Zhao et al., CVPR
-    2020) equalises them, which is the figure that motivates it. Dotted lines separate
-    experiences. None when no run saved the norms.
+    2020) equalises them, which is the figure that motivates it: when either is in the
+    results only they are drawn (other heads, e.g. SLDA's discriminants, have norms on
+    another scale that would flatten the comparison). Dotted lines separate experiences.
+    None when no run saved the norms.
     """
-    norms = {variant.label: mean_weight_norms(variant) for variant in benchmark.variants}
+    variants = [v for v in benchmark.variants if v.strategy in WEIGHT_NORM_FOCUS]
+    norms = {
+        variant.label: mean_weight_norms(variant) for variant in variants or benchmark.variants
+    }
     norms = {label: values for label, values in norms.items() if values is not None}
     if not norms:
         return None

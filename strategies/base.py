@@ -195,6 +195,10 @@ class Strategy(nn.Module):
     def predict(self, head: Head, features: Tensor) -> Tensor:
         return head(features)  # (batch, seen)
 
+    def class_norms(self, head: Head) -> Tensor:
+        """L2 norm of each class's weight vector, the run record's head-bias diagnostic."""
+        return head.weight.detach().norm(dim=1)  # (seen,)
+
 
 class DistillingStrategy(Strategy):
     """A strategy that keeps a snapshot of the head from before the current experience."""

@@ -20,7 +20,8 @@ float64 (800 MB at 10000) and a solve costs M³, seconds on a CPU per experience
 `projection_dim` for the papers' values. RanPAC's optional first-session tuning of the
 backbone is outside a head-only suite. P is drawn on the CPU from the global generator at
 the first experience. No bias, as in both papers. Without projection W is copied into the
-head's rows; with it W lives in the M-dimensional space and the head's rows stay 0.
+head's rows; with it W lives in the M-dimensional space, the head's rows stay 0 and the
+per-class norms reported are those of W's columns.
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ class Ridge(Strategy):
                 )
         if self.projection is None:
             head.weight.copy_(self.weight.T)
+
+    def class_norms(self, head: Head) -> Tensor:
+        return self.weight.norm(dim=0).float()  # (seen,): one column of W per class
 
     def predict(self, head: Head, features: Tensor) -> Tensor:
         return self.expanded(features) @ self.weight.to(features.dtype)  # (batch, seen)

@@ -124,6 +124,16 @@ def test_weight_norms_figure_plots_the_last_norms_per_class(toy_benchmark, style
     assert [t.get_text() for t in axes.get_xticklabels()] == [f"class{c}" for c in range(6)]
 
 
+def test_weight_norms_figure_compares_naive_and_weight_aligning_only(tmp_path):
+    matrix = MATRICES["first"][0]
+    records = [make_record(name, 0, matrix) for name in ("naive", "weight_aligning", "slda")]
+    (benchmark,) = group(load_runs(write_records(tmp_path / "r", records)))
+    figure = plots.weight_norms_figure(
+        benchmark, plots.strategy_styles(["naive", "weight_aligning", "slda"])
+    )
+    assert set(labelled_lines(figure.axes[0])) == {"naive", "weight_aligning"}
+
+
 def test_weight_norms_figure_is_left_out_when_no_record_saved_norms(tmp_path, styles):
     records = [make_record("first", 0, MATRICES["first"][0])]
     del records[0]["weight_norms"]

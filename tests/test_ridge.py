@@ -111,3 +111,12 @@ def test_the_seed_draws_the_projection(blob_tensors, scenario_2_2, training, met
     else:
         expected = torch.empty(16, 2048).uniform_(-1 / 4, 1 / 4)
     assert torch.equal(first.projection, expected)
+
+
+def test_reported_class_norms_are_the_norms_of_ws_columns(blob_tensors, scenario_2_2, training):
+    # With a projection the head's rows stay 0; the record's per-class norms must come from
+    # W (M x seen), one column per class: ‖W[:, c]‖₂ computed here with numpy.
+    result, strategy, _ = run(blob_tensors, scenario_2_2, training, projection_dim=64)
+    expected = np.linalg.norm(strategy.weight.numpy(), axis=0)
+    assert result.weight_norms[-1] == pytest.approx(expected.tolist(), rel=1e-6)
+    assert min(result.weight_norms[-1]) > 0
