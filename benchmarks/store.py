@@ -9,27 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import UsageError
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from reports.atomic import atomic_write_bytes
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it.
-
-    A crash or Ctrl-C leaves either the old file or the new one, never half of one.
-    """
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """Write text atomically (temporary file, fsync, rename): see reports.atomic."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def prepare_out(out: Path) -> Path:

@@ -9,10 +9,8 @@ written; the command line prints it as one `headbench: error:` line and exits wi
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -21,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from reports import aggregate, citation, html, plots, tables
+from reports.atomic import atomic_write_bytes
 from reports.metrics import REPORT_METRICS
 from reports.options import BY_CHOICES, add_arguments, parse_formats
 from reports.records import Benchmark, ReportError, group, load_runs
@@ -276,25 +275,6 @@ def build(
         )
         report.files["report.html"] = page.encode()
     return report
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; reports are for sharing
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write(report: Report, out: Path) -> list[Path]:
