@@ -49,7 +49,15 @@ class Option:
 
 
 FIXED_SECTIONS: dict[str, dict[str, Option]] = {
-    "head": {"bias": Option(True, bool, "the head's bias vector (see README: it decides much)")},
+    "head": {
+        "kind": Option(
+            "linear",
+            str,
+            "linear (W x + b) or cosine (LUCIR: σ·cos, learned σ, no bias)",
+            choices=("linear", "cosine"),
+        ),
+        "bias": Option(True, bool, "the head's bias vector (see README: it decides much)"),
+    },
     "scenario": {
         "class_order": Option("seed:1993", (str, list), '"identity", "seed:N" or [ids...]'),
         "initial_classes": Option(10, int, "B: classes in the first experience", minimum=2),
@@ -64,6 +72,18 @@ FIXED_SECTIONS: dict[str, dict[str, Option]] = {
         "epochs": Option(10, int, "epochs per experience", minimum=1),
         "schedule": Option(
             "constant", str, "lr schedule per experience", choices=("constant", "cosine")
+        ),
+        "class_weighting": Option(
+            "none",
+            str,
+            "cross-entropy weights: none, or balanced (w_c = n / (C n_c))",
+            choices=("none", "balanced"),
+        ),
+        "sampling": Option(
+            "uniform",
+            str,
+            "each sample once per epoch, or every class as often as the largest",
+            choices=("uniform", "class_balanced"),
         ),
         "seeds": Option([0, 1, 2], list, "seed ids, one run per strategy and seed"),
     },

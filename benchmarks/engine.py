@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from benchmarks.scenario import Scenario
 from strategies import Experience, Head, Strategy
+from strategies.base import make_head
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,15 +61,16 @@ def run(
     training: dict[str, Any],
     bias: bool,
     seed: int,
+    head_kind: str = "linear",
 ) -> RunResult:
     """Train and evaluate one strategy; targets are arrival-order ids on the device.
 
     Same inputs and seed on the CPU give a byte-identical accuracy matrix.
     """
     device = train_features.device
-    torch.manual_seed(seed)  # head initialisation draws from the global CPU generator
+    torch.manual_seed(seed)  # head initialisation and memory draws use the global CPU generator
     shuffle = torch.Generator().manual_seed(seed)
-    head = Head(train_features.shape[1], bias=bias).to(device)
+    head = make_head(head_kind, train_features.shape[1], bias).to(device)
     strategy.to(device)
     boundaries = scenario.boundaries
     num_experiences = scenario.num_experiences
@@ -91,17 +94,43 @@ def run(
         experience = Experience(index, num_old, num_seen, features, targets)
 
         strategy.expand(head, num_seen - num_old)
+        features, targets = strategy.training_set(experience)  # (n', dim), (n',)
+        strategy.class_weights = class_weights(targets, num_seen, training)
         strategy.before_experience(head, experience)
+        mean_loss = None
         if strategy.trains_head:
-            mean_loss = train_head(strategy, head, features, targets, training, shuffle)
-            if not math.isfinite(mean_loss):
-                raise TrainingDiverged(
-                    f"{strategy.name}: the loss became {mean_loss} in experience {index}; "
-                    f"lower training.lr (now {training['lr']}) or the strategy's penalty weight"
-                )
-        else:
-            mean_loss = None
+            mean_loss = train_loop(
+                list(head.parameters()),
+                lambda batch_features, batch_targets: strategy.loss(
+                    head(batch_features), batch_targets, batch_features, head
+                ),
+                strategy.after_update if _overrides(strategy, "after_update") else None,
+                head,
+                features,
+                targets,
+                training,
+                training["epochs"],
+                training.get("sampling", "uniform"),
+                shuffle,
+            )
+            _check_finite(strategy, mean_loss, index, training)
         strategy.after_experience(head, experience)
+        calibration = strategy.calibration(head, experience)
+        if calibration is not None:
+            calibration_loss = train_loop(
+                calibration.parameters,
+                calibration.loss,
+                None,
+                head,
+                calibration.features,
+                calibration.targets,
+                {**training, "weight_decay": 0.0},
+                calibration.epochs,
+                "uniform",
+                shuffle,
+            )
+            _check_finite(strategy, calibration_loss, index, training)
+        strategy.update_memory(experience)
         train_seconds += time.perf_counter() - started
 
         started = time.perf_counter()
@@ -129,38 +158,86 @@ def run(
     )
 
 
-def train_head(
-    strategy: Strategy,
+def _check_finite(strategy: Strategy, mean_loss: float, index: int, training: dict) -> None:
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(
+            f"{strategy.name}: the loss became {mean_loss} in experience {index}; "
+            f"lower training.lr (now {training['lr']}) or the strategy's penalty weight"
+        )
+
+
+def class_weights(targets: Tensor, num_seen: int, training: dict[str, Any]) -> Tensor | None:
+    """`training.class_weighting = "balanced"`: w_c = n / (C · n_c) over the C classes present.
+
+    Every class present then carries the same total weight in the loss (King & Zeng 2001;
+    scikit-learn's "balanced"); classes absent from the training set get weight 0, which
+    cross-entropy never reads (it weighs each sample by its target's weight).
+    """
+    if training.get("class_weighting", "none") == "none":
+        return None
+    counts = torch.bincount(targets, minlength=num_seen).float()  # (seen,)
+    present = counts > 0
+    weights = torch.zeros_like(counts)
+    weights[present] = len(targets) / (present.sum() * counts[present])
+    return weights
+
+
+def epoch_order(targets: Tensor, sampling: str, shuffle: torch.Generator) -> Tensor:
+    """One epoch's sample indices, shuffled.
+
+    "uniform": each sample once. "class_balanced": every class present is drawn as often
+    as the largest one (random oversampling): its samples are repeated whole as often as
+    they fit, the rest drawn without replacement, so each class contributes equally.
+    """
+    if sampling == "uniform":
+        return torch.randperm(len(targets), generator=shuffle)
+    members = [
+        torch.nonzero(targets.cpu() == label).squeeze(1) for label in targets.unique().tolist()
+    ]
+    largest = max(len(m) for m in members)
+    drawn = []
+    for indices in members:
+        repeats, rest = divmod(largest, len(indices))
+        extra = indices[torch.randperm(len(indices), generator=shuffle)[:rest]]
+        drawn.append(torch.cat([indices.repeat(repeats), extra]))
+    everything = torch.cat(drawn)
+    return everything[torch.randperm(len(everything), generator=shuffle)]
+
+
+def train_loop(
+    parameters: list[Tensor],
+    loss_of: Callable[[Tensor, Tensor], Tensor],
+    after_update: Callable[[Head], None] | None,
     head: Head,
     features: Tensor,
     targets: Tensor,
     training: dict[str, Any],
+    epochs: int,
+    sampling: str,
     shuffle: torch.Generator,
 ) -> float:
-    """The minibatch loop of one experience; returns the mean minibatch loss.
+    """The minibatch loop of one stage of one experience; returns the mean minibatch loss.
 
-    One permutation per epoch, minibatches sliced by index; the loss is summed on the
+    One index order per epoch, minibatches sliced by index; the loss is summed on the
     device and read once at the end.
     """
-    batch_size, epochs = training["batch_size"], training["epochs"]
-    optimizer = make_optimizer(list(head.parameters()), training)
-    steps = epochs * math.ceil(len(targets) / batch_size)
-    calls_after_update = _overrides(strategy, "after_update")
+    batch_size = training["batch_size"]
+    optimizer = make_optimizer(parameters, training)
+    orders = [epoch_order(targets, sampling, shuffle) for _ in range(epochs)]
+    steps = sum(math.ceil(len(order) / batch_size) for order in orders)
     loss_sum = torch.zeros((), device=features.device)
     step = 0
-    for _ in range(epochs):
-        order = torch.randperm(len(targets), generator=shuffle).to(features.device)
-        for batch in order.split(batch_size):
+    for order in orders:
+        for batch in order.to(features.device).split(batch_size):
             if training["schedule"] == "cosine":
                 for group in optimizer.param_groups:
                     group["lr"] = 0.5 * training["lr"] * (1 + math.cos(math.pi * step / steps))
-            batch_features = features[batch]  # (batch, dim)
-            loss = strategy.loss(head(batch_features), targets[batch], batch_features, head)
+            loss = loss_of(features[batch], targets[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if calls_after_update:
-                strategy.after_update(head)
+            if after_update is not None:
+                after_update(head)
             loss_sum += loss.detach()
             step += 1
     return (loss_sum / steps).item()

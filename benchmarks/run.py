@@ -114,8 +114,19 @@ def plan(
             f"classes {[scenario.class_order[c] for c in untested][:10]} have no test samples; "
             "every class needs test data"
         )
+    head = resolved["head"]
+    if head["kind"] == "cosine" and head["bias"]:
+        raise UsageError(
+            "head.kind = 'cosine' has no bias (LUCIR's cosine head); set head.bias = false"
+        )
     for name, hyperparameters in resolved["strategies"].items():
-        strategies.create(name, hyperparameters).validate(scenario.experience_sizes)
+        strategy = strategies.create(name, hyperparameters)
+        strategy.validate(scenario.experience_sizes)
+        if head["kind"] not in strategy.head_kinds:
+            raise UsageError(
+                f"{name} is defined for a {' or '.join(strategy.head_kinds)} head, not "
+                f"head.kind = {head['kind']!r}; run it in a config with another head"
+            )
     target = resolve_device(device)
     out_dir = Path(out) if out else Path("results") / path.stem
     return Plan(path.stem, resolved, data, scenario, target, out_dir)
@@ -212,6 +223,7 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], list[str], str]
                 plan.config["training"],
                 plan.config["head"]["bias"],
                 seed,
+                plan.config["head"]["kind"],
             )
         except engine.TrainingDiverged as error:
             failures.append(f"{name} seed {seed}: {error}")
@@ -268,7 +280,8 @@ def describe(plan: Plan) -> str:
     cfg = plan.config
     return (
         f"{plan.benchmark}: {cfg['dataset']['name']}, backbone {cfg['backbone']['name']}, "
-        f"head bias {str(cfg['head']['bias']).lower()}, B{cfg['scenario']['initial_classes']} "
+        f"{cfg['head']['kind']} head, bias {str(cfg['head']['bias']).lower()}, "
+        f"B{cfg['scenario']['initial_classes']} "
         f"Inc{cfg['scenario']['increment']}, order {cfg['scenario']['class_order']}, "
         f"seeds {cfg['training']['seeds']}, device {plan.device}"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -46,6 +46,8 @@ class Head(nn.Module):
     def num_classes(self) -> int:
         return self.weight.shape[0]
 
+    kind: ClassVar[str] = "linear"
+
     def forward(self, features: Tensor) -> Tensor:
         return F.linear(features, self.weight, self.bias)  # (batch, num_classes)
 
@@ -68,6 +70,46 @@ class Head(nn.Module):
         self.weight = nn.Parameter(torch.empty(0, self.in_features, device=device))
         if self.bias is not None:
             self.bias = nn.Parameter(torch.empty(0, device=device))
+
+
+class CosineHead(Head):
+    """A cosine-normalised head with a learned scale (LUCIR, Hou et al., CVPR 2019, Eq. 4).
+
+    logits = σ · ⟨w̄_c, x̄⟩ with w̄, x̄ L2-normalised: every class scores on the same
+    scale whatever its weight norm, which removes the norm bias towards new classes.
+    σ is one learned scalar, initialised to 1 as in the authors' code; no bias.
+    """
+
+    kind: ClassVar[str] = "cosine"
+
+    def __init__(self, in_features: int, bias: bool = False) -> None:
+        if bias:
+            raise HyperparameterError(
+                "head.kind = 'cosine' has no bias (LUCIR's cosine head); set head.bias = false"
+            )
+        super().__init__(in_features, bias=False)
+        self.scale = nn.Parameter(torch.ones(()))  # σ
+
+    def reset(self) -> None:
+        super().reset()
+        with torch.no_grad():
+            self.scale.fill_(1.0)
+
+    def forward(self, features: Tensor) -> Tensor:
+        cosine = F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
+        return self.scale * cosine  # (batch, num_classes)
+
+
+HEAD_KINDS: dict[str, type[Head]] = {"linear": Head, "cosine": CosineHead}
+
+
+def make_head(kind: str, in_features: int, bias: bool) -> Head:
+    """A `[head]` table's head: "linear" (W x + b) or "cosine" (LUCIR)."""
+    if kind not in HEAD_KINDS:
+        raise HyperparameterError(
+            f"head.kind = {kind!r} is not accepted; use one of {list(HEAD_KINDS)}"
+        )
+    return HEAD_KINDS[kind](in_features, bias=bias)
 
 
 def initial_rows(num_rows: int, in_features: int) -> Tensor:
@@ -104,25 +146,42 @@ CrossEntropyScope = Literal["seen", "new"]
 
 
 def classification_loss(
-    logits: Tensor, targets: Tensor, num_old: int, scope: CrossEntropyScope
+    logits: Tensor,
+    targets: Tensor,
+    num_old: int = 0,
+    scope: CrossEntropyScope = "seen",
+    class_weights: Tensor | None = None,
 ) -> Tensor:
     """Cross-entropy over all seen classes, or over the new classes' logits only.
 
     "seen" is Avalanche's choice; "new" is the multi-head reading of LwF that PyCIL and
     FACIL use for class-incremental training (old logits then learn only through the
-    regulariser).
+    regulariser). `class_weights` (seen,) weight each sample by its class and normalise
+    by the batch's total weight (torch's weighted mean).
     """
     if scope == "seen":
-        return F.cross_entropy(logits, targets)
-    return F.cross_entropy(logits[:, num_old:], targets - num_old)
+        return F.cross_entropy(logits, targets, weight=class_weights)
+    weight = None if class_weights is None else class_weights[num_old:]
+    return F.cross_entropy(logits[:, num_old:], targets - num_old, weight=weight)
 
 
-def check_scope(strategy: str, scope: CrossEntropyScope, experience_sizes: Sequence[int]) -> None:
-    """Refuse cross-entropy over the new classes only when an experience brings one class.
+def check_scope(
+    strategy: str,
+    scope: CrossEntropyScope,
+    experience_sizes: Sequence[int],
+    replays: bool = False,
+) -> None:
+    """Refuse cross-entropy over the new classes only when it is undefined or constant.
 
+    With exemplars in the batch, old-class samples have no target among the new logits.
     With one new class, log-softmax over a single logit is identically 0: the loss is
     constant and that class's row never receives a gradient.
     """
+    if scope == "new" and replays:
+        raise HyperparameterError(
+            f"{strategy}: ce_scope='new' cannot score replayed exemplars of old classes; "
+            "use ce_scope='seen' with memory_size > 0"
+        )
     for index, size in enumerate(experience_sizes):
         if scope == "new" and size == 1:
             raise HyperparameterError(
@@ -147,12 +206,42 @@ def distillation_kl(
     return kl * temperature**2 if t_squared else kl
 
 
-class Strategy(nn.Module):
+class GrowingBuffers(nn.Module):
+    """A module whose buffers grow with the stream (or start as None)."""
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        # Take the saved shapes, then let torch check and copy as usual.
+        for name in self._buffers:
+            if prefix + name in state_dict:
+                self._buffers[name] = state_dict[prefix + name].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A second training stage after the head's (e.g. BiC's bias correction).
+
+    The engine trains `parameters` on `features`/`targets` for `epochs` with the run's
+    optimizer settings (no weight decay) and minibatch size, minimising `loss(features,
+    targets)`; the strategy builds no optimizer and writes no loop.
+    """
+
+    features: Tensor  # (samples, dim)
+    targets: Tensor  # (samples,)
+    parameters: list[Tensor]
+    loss: Callable[[Tensor, Tensor], Tensor]
+    epochs: int
+
+
+class Strategy(GrowingBuffers):
     """Base contract: override only the hooks the method needs.
 
     Never write an epoch loop, build an optimizer, move devices, evaluate or print in a
     strategy: the engine does those. State carried across experiences lives in buffers
-    so `state_dict()` round-trips.
+    so `state_dict()` round-trips. `class_weights` is set by the engine before each
+    experience's training when `training.class_weighting` asks for it (None otherwise);
+    pass it to `classification_loss`. `memory` is an exemplar memory when the config has
+    `memory_size > 0` (strategies.memory.ReplayConfig), else None.
     """
 
     name: ClassVar[str]
@@ -160,20 +249,36 @@ class Strategy(nn.Module):
     Config: ClassVar[type]
     trains_on_all_seen: ClassVar[bool] = False
     trains_head: ClassVar[bool] = True  # False: no minibatch loop (statistics-only methods)
+    head_kinds: ClassVar[tuple[str, ...]] = tuple(HEAD_KINDS)  # the heads it is defined for
 
     def __init__(self, config: Any = None) -> None:
         super().__init__()
         self.config = self.Config() if config is None else config
+        self.class_weights: Tensor | None = None
+        self.memory: nn.Module | None = None
+        size = getattr(self.config, "memory_size", 0)
+        require(size >= 0, f"strategies.{self.name}.memory_size = {size} must be >= 0")
+        if size > 0:
+            from strategies.memory import ExemplarMemory
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
-        # Buffers grow with the head (or start as None): take the saved shapes.
-        for name in self._buffers:
-            if prefix + name in state_dict:
-                self._buffers[name] = state_dict[prefix + name].clone()
-        super()._load_from_state_dict(state_dict, prefix, *args)
+            self.memory = ExemplarMemory(
+                size,
+                self.config.memory_budget,
+                self.config.memory_selection,
+                getattr(self.config, "memory_holdout", 0.0),
+            )
 
     def validate(self, experience_sizes: Sequence[int]) -> None:
         """Raise HyperparameterError when the config degenerates on this scenario."""
+        if self.memory is not None:
+            self.memory.validate(self.name, experience_sizes)
+
+    def training_set(self, experience: Experience) -> tuple[Tensor, Tensor]:
+        """The samples the minibatch loop draws from: the experience's data, plus the
+        exemplar memory's when the strategy replays."""
+        if self.memory is None:
+            return experience.features, experience.targets
+        return self.memory.training_set(experience)
 
     def expand(self, head: Head, num_new: int) -> None:
         """Grow the head: old rows kept, new rows initialised, new biases 0."""
@@ -184,13 +289,22 @@ class Strategy(nn.Module):
 
     def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:
         """The objective for one minibatch; default: cross-entropy over all seen classes."""
-        return F.cross_entropy(logits, targets)
+        return classification_loss(logits, targets, class_weights=self.class_weights)
 
     def after_update(self, head: Head) -> None:
         """Called after every optimizer step (only when a strategy overrides it)."""
 
     def after_experience(self, head: Head, experience: Experience) -> None:
         """Called when the experience's training ends, before evaluation."""
+
+    def calibration(self, head: Head, experience: Experience) -> Calibration | None:
+        """A second stage to train after `after_experience`, or None (the default)."""
+        return None
+
+    def update_memory(self, experience: Experience) -> None:
+        """Store exemplars of the experience's classes (last, after any calibration)."""
+        if self.memory is not None:
+            self.memory.update(experience)
 
     def predict(self, head: Head, features: Tensor) -> Tensor:
         return head(features)  # (batch, seen)
@@ -207,6 +321,7 @@ class DistillingStrategy(Strategy):
         super().__init__(config)
         self.register_buffer("old_weight", None)
         self.register_buffer("old_bias", None)
+        self.register_buffer("old_scale", None)  # a cosine head's σ
 
     @property
     def num_old(self) -> int:
@@ -217,17 +332,28 @@ class DistillingStrategy(Strategy):
         self.old_weight = head.weight.detach()[: experience.num_old].clone()
         if head.bias is not None:
             self.old_bias = head.bias.detach()[: experience.num_old].clone()
+        if isinstance(head, CosineHead):
+            self.old_scale = head.scale.detach().clone()
 
-    def old_logits(self, features: Tensor) -> Tensor:
-        return F.linear(features, self.old_weight, self.old_bias)  # (batch, old)
+    def old_logits(self, features: Tensor, head: Head) -> Tensor:
+        """The snapshot's logits: the same head function with the old parameters."""
+        snapshot = {"weight": self.old_weight}
+        if self.old_bias is not None:
+            snapshot["bias"] = self.old_bias
+        if self.old_scale is not None:
+            snapshot["scale"] = self.old_scale
+        return torch.func.functional_call(head, snapshot, (features,))  # (batch, old)
 
 
 def config_fields(config_class: type) -> list[tuple[str, Any, Any, str]]:
-    """(config key, type, default, meaning) of each hyperparameter, in declaration order."""
+    """(config key, type, default, meaning) of each hyperparameter: the class's own fields
+    in declaration order, then inherited ones (e.g. the replay flag's `memory_*`)."""
     hints = typing.get_type_hints(config_class)
+    own = config_class.__dict__.get("__annotations__", {})
+    fields = sorted(dataclasses.fields(config_class), key=lambda f: f.name not in own)
     return [
         (config_key(f.name), hints[f.name], f.default, f.metadata.get("meaning", ""))
-        for f in dataclasses.fields(config_class)
+        for f in fields
     ]
 
 

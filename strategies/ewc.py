@@ -9,7 +9,8 @@ anchored at the latest parameters (Schwarz et al., "Progress & Compress", ICML 2
 
 Head-only version: θ is the head's weight and bias; the Fisher is the per-sample
 empirical Fisher, mean over the experience's training samples of the squared gradient of
-log p(y | x) over all seen classes, computed in closed form for a linear head (Avalanche
+log p(y | x) over all seen classes, computed in closed form for a linear head and by
+per-sample autograd for a cosine head (Avalanche
 squares minibatch-mean gradients instead, which underestimates it). Rows added after a
 Fisher was taken get no penalty from it. The paper tunes λ per experiment; the default
 5000 is FACIL's. Cross-entropy is over all seen classes by default (the network's whole
@@ -41,11 +42,12 @@ from strategies.base import (
     hyperparameter,
     require,
 )
+from strategies.memory import ReplayConfig
 from strategies.registry import register
 
 
 @dataclass(frozen=True)
-class EWCConfig:
+class EWCConfig(ReplayConfig):
     lambda_: float = hyperparameter(5000.0, "λ, Eq. 3: weight of the quadratic penalty")
     mode: Literal["separate", "online"] = hyperparameter(
         "separate", "one penalty per experience, or one running penalty"
@@ -74,9 +76,36 @@ def empirical_fisher(head: Head, features: Tensor, targets: Tensor) -> dict[str,
     return fisher
 
 
+def autograd_fisher(
+    head: Head, features: Tensor, targets: Tensor, chunk: int = 256
+) -> dict[str, Tensor]:
+    """The same mean of squared per-sample gradients, by `torch.func` for any head (the
+    cosine head's logits are not linear in its parameters); chunked to bound memory."""
+    parameters = {name: p.detach() for name, p in head.named_parameters()}
+
+    def negative_log_likelihood(params: dict[str, Tensor], sample: Tensor, target: Tensor):
+        logits = torch.func.functional_call(head, params, (sample[None],))  # (1, seen)
+        return F.cross_entropy(logits, target[None])
+
+    per_sample = torch.func.vmap(torch.func.grad(negative_log_likelihood), in_dims=(None, 0, 0))
+    sums = {name: torch.zeros_like(p) for name, p in parameters.items()}
+    for start in range(0, len(targets), chunk):
+        gradients = per_sample(
+            parameters, features[start : start + chunk], targets[start : start + chunk]
+        )
+        for name, gradient in gradients.items():
+            sums[name] += gradient.square().sum(dim=0)
+    return {name: total / len(targets) for name, total in sums.items()}
+
+
 def _pad_rows(tensor: Tensor, rows: int) -> Tensor:
+    if tensor.dim() == 0:  # a cosine head's σ does not grow
+        return tensor
     padding = tensor.new_zeros((rows - tensor.shape[0], *tensor.shape[1:]))
     return torch.cat([tensor, padding])
+
+
+PARAMETERS = ("weight", "bias", "scale")  # those a head may have
 
 
 @register("ewc")
@@ -88,7 +117,7 @@ class EWC(Strategy):
 
     def __init__(self, config: EWCConfig | None = None) -> None:
         super().__init__(config)
-        for name in ("weight", "bias"):
+        for name in PARAMETERS:
             self.register_buffer(f"importance_{name}", None)  # A
             self.register_buffer(f"anchor_{name}", None)  # μ
         self.register_buffer("penalty_offset", torch.zeros(()))  # c
@@ -101,7 +130,8 @@ class EWC(Strategy):
         self.num_old = state["num_old"]
 
     def validate(self, experience_sizes: Sequence[int]) -> None:
-        check_scope(self.name, self.config.ce_scope, experience_sizes)
+        super().validate(experience_sizes)
+        check_scope(self.name, self.config.ce_scope, experience_sizes, self.memory is not None)
 
     def before_experience(self, head: Head, experience: Experience) -> None:
         self.num_old = experience.num_old
@@ -109,11 +139,12 @@ class EWC(Strategy):
     def penalty(self, head: Head) -> Tensor:
         """Σ A (θ − μ)² + c = Σ_k F_k (θ − θ_k)² over the rows that existed (no λ/2)."""
         total = self.penalty_offset
-        for name in ("weight", "bias"):
+        for name in PARAMETERS:
             importance = getattr(self, f"importance_{name}")
             if importance is not None:
-                rows = importance.shape[0]
-                parameter = getattr(head, name)[:rows]
+                parameter = getattr(head, name)
+                if importance.dim():
+                    parameter = parameter[: importance.shape[0]]
                 total = (
                     total
                     + (importance * (parameter - getattr(self, f"anchor_{name}")).square()).sum()
@@ -121,14 +152,17 @@ class EWC(Strategy):
         return total
 
     def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:
-        loss = classification_loss(logits, targets, self.num_old, self.config.ce_scope)
+        loss = classification_loss(
+            logits, targets, self.num_old, self.config.ce_scope, self.class_weights
+        )
         if self.importance_weight is None or self.config.lambda_ == 0:
             return loss
         return loss + self.config.lambda_ / 2 * self.penalty(head)  # Eq. 3
 
     @torch.no_grad()
     def after_experience(self, head: Head, experience: Experience) -> None:
-        fisher = empirical_fisher(head, experience.features, experience.targets)
+        estimate = empirical_fisher if head.kind == "linear" else autograd_fisher
+        fisher = estimate(head, experience.features, experience.targets)
         offset = torch.zeros((), device=head.weight.device)
         for name, new_importance in fisher.items():
             parameter = getattr(head, name).detach()

@@ -32,11 +32,12 @@ from strategies.base import (
     hyperparameter,
     require,
 )
+from strategies.memory import ReplayConfig
 from strategies.registry import register
 
 
 @dataclass(frozen=True)
-class LwFConfig:
+class LwFConfig(ReplayConfig):
     alpha: float = hyperparameter(1.0, "λ_o: weight of the distillation term")
     temperature: float = hyperparameter(2.0, "T: distillation temperature")
     t_squared: bool = hyperparameter(False, "multiply the distillation term by T² (Hinton)")
@@ -57,16 +58,19 @@ class LwF(DistillingStrategy):
     Config = LwFConfig
 
     def validate(self, experience_sizes: Sequence[int]) -> None:
-        check_scope(self.name, self.config.ce_scope, experience_sizes)
+        super().validate(experience_sizes)
+        check_scope(self.name, self.config.ce_scope, experience_sizes, self.memory is not None)
 
     def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:
         config = self.config
-        loss = classification_loss(logits, targets, self.num_old, config.ce_scope)
+        loss = classification_loss(
+            logits, targets, self.num_old, config.ce_scope, self.class_weights
+        )
         if self.num_old == 0 or config.alpha == 0:
             return loss
         distillation = distillation_kl(
             logits[:, : self.num_old],
-            self.old_logits(features),
+            self.old_logits(features, head),
             config.temperature,
             config.t_squared,
         )

@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from strategies.base import Strategy
+from strategies.memory import ReplayConfig
 from strategies.registry import register
 
 
 @dataclass(frozen=True)
-class NaiveConfig:
-    """Naive has no hyperparameters."""
+class NaiveConfig(ReplayConfig):
+    """Naive has no hyperparameters of its own; `memory_size > 0` adds exemplar replay."""
 
 
 @register("naive")

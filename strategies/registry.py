@@ -14,7 +14,18 @@ from strategies.base import HyperparameterError, Strategy, build_config
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 _ALIASES: dict[str, str] = {}
-_BUILTIN = ("naive", "weight_aligning", "ewc", "lwf", "joint", "ncm", "slda", "ridge")
+_BUILTIN = (
+    "naive",
+    "weight_aligning",
+    "ewc",
+    "lwf",
+    "joint",
+    "ncm",
+    "slda",
+    "ridge",
+    "replay",
+    "bic",
+)
 _loaded = False
 
 

@@ -29,15 +29,17 @@ from strategies.base import (
     DistillingStrategy,
     Experience,
     Head,
+    classification_loss,
     distillation_kl,
     hyperparameter,
     require,
 )
+from strategies.memory import ReplayConfig
 from strategies.registry import register
 
 
 @dataclass(frozen=True)
-class WeightAligningConfig:
+class WeightAligningConfig(ReplayConfig):
     distillation: bool = hyperparameter(True, "add L_KD, weighted λ = n/(n+m) against L_CE")
     temperature: float = hyperparameter(2.0, "T: distillation temperature")
     t_squared: bool = hyperparameter(False, "multiply L_KD by T² (Hinton)")
@@ -60,15 +62,19 @@ class WeightAligning(DistillingStrategy):
 
     paper = "Zhao et al., Maintaining Discrimination and Fairness in CIL, CVPR 2020"
     Config = WeightAligningConfig
+    head_kinds = ("linear",)  # a cosine head normalises the aligned norms away
 
     def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:
         config = self.config
-        loss = torch.nn.functional.cross_entropy(logits, targets)
+        loss = classification_loss(logits, targets, class_weights=self.class_weights)
         num_old = self.num_old
         if num_old == 0 or not config.distillation:
             return loss
         distillation = distillation_kl(
-            logits[:, :num_old], self.old_logits(features), config.temperature, config.t_squared
+            logits[:, :num_old],
+            self.old_logits(features, head),
+            config.temperature,
+            config.t_squared,
         )
         balance = num_old / head.num_classes  # λ = n / (n + m)
         return (1 - balance) * loss + balance * distillation

@@ -23,20 +23,46 @@ from benchmarks.cli import main
 from benchmarks.config import find_config
 
 # The built-in strategies, each run with the blob config when none is chosen.
-ALL_STRATEGIES = {"naive", "weight_aligning", "ewc", "lwf", "joint", "ncm", "slda", "ridge"}
+ALL_STRATEGIES = {
+    "naive",
+    "weight_aligning",
+    "ewc",
+    "lwf",
+    "joint",
+    "ncm",
+    "slda",
+    "ridge",
+    "replay",
+    "bic",
+}
 # Those that train the head by gradient descent (the others compute it from statistics).
 GRADIENT_TRAINED = {"naive", "weight_aligning", "ewc", "lwf", "joint"}
 METRIC_KEYS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "bwt"}
 # The paper defaults each strategy documents (EWC: FACIL's λ = 5000; LwF: T = 2, λ_o = 1,
 # cross-entropy over the new classes; WA: T = 2 with clipping and aligned biases).
-EWC_DEFAULTS = {"lambda": 5000.0, "mode": "separate", "gamma": 1.0, "ce_scope": "seen"}
-LWF_DEFAULTS = {"alpha": 1.0, "temperature": 2.0, "t_squared": False, "ce_scope": "new"}
+# Replay is off unless asked for (memory_size 0); iCaRL's total budget and herding.
+REPLAY_FLAG = {"memory_size": 0, "memory_budget": "total", "memory_selection": "herding"}
+EWC_DEFAULTS = {
+    "lambda": 5000.0,
+    "mode": "separate",
+    "gamma": 1.0,
+    "ce_scope": "seen",
+    **REPLAY_FLAG,
+}
+LWF_DEFAULTS = {
+    "alpha": 1.0,
+    "temperature": 2.0,
+    "t_squared": False,
+    "ce_scope": "new",
+    **REPLAY_FLAG,
+}
 WA_DEFAULTS = {
     "distillation": True,
     "temperature": 2.0,
     "t_squared": False,
     "weight_clipping": True,
     "align_bias": True,
+    **REPLAY_FLAG,
 }
 
 
@@ -111,7 +137,7 @@ def test_run_record_holds_the_fully_resolved_config_and_results(
     assert record["config"] == {
         "dataset": {"name": "features", "path": str(blobs_npz)},
         "backbone": {"name": "identity"},
-        "head": {"bias": True},
+        "head": {"kind": "linear", "bias": True},
         "scenario": {"class_order": "identity", "initial_classes": 2, "increment": 2},
         "training": {
             "optimizer": "sgd",
@@ -121,6 +147,8 @@ def test_run_record_holds_the_fully_resolved_config_and_results(
             "batch_size": 32,
             "epochs": 2,
             "schedule": "constant",
+            "class_weighting": "none",
+            "sampling": "uniform",
             "seeds": [0],
         },
         "strategies": {"ewc": EWC_DEFAULTS},
@@ -161,7 +189,7 @@ def test_run_record_holds_the_fully_resolved_config_and_results(
         assert list(other["config"]["strategies"]) == [name]
     assert records["lwf"]["config"]["strategies"]["lwf"] == LWF_DEFAULTS
     assert records["weight_aligning"]["config"]["strategies"]["weight_aligning"] == WA_DEFAULTS
-    assert records["naive"]["config"]["strategies"]["naive"] == {}
+    assert records["naive"]["config"]["strategies"]["naive"] == REPLAY_FLAG
 
 
 def test_summary_csv_is_tidy_and_summary_md_holds_the_printed_table(config_file, tmp_path, capsys):
@@ -257,7 +285,7 @@ def test_set_strategy_hyperparameter(config_file, tmp_path, capsys):
     records = run_blobs(capsys, config_file, tmp_path / "out", options)
     by_name = {record["strategy"]: record for record in records}
     assert by_name["ewc"]["config"]["strategies"]["ewc"] == {**EWC_DEFAULTS, "lambda": 10.0}
-    assert by_name["naive"]["config"]["strategies"] == {"naive": {}}
+    assert by_name["naive"]["config"]["strategies"] == {"naive": REPLAY_FLAG}
 
 
 def test_set_through_an_alias_reaches_the_table_spelled_with_the_registry_name(
@@ -315,21 +343,35 @@ def test_list_strategies_shows_hyperparameters_with_defaults(capsys):
     assert "datasets" not in stdout
     blocks = list_blocks(stdout)
     assert set(blocks) == ALL_STRATEGIES
+    replay_flag = [f"{key} = {value!r}" for key, value in REPLAY_FLAG.items()]
     expected = {
-        "ewc": ["lambda = 5000.0", "mode = 'separate'", "gamma = 1.0", "ce_scope = 'seen'"],
-        "lwf": ["alpha = 1.0", "temperature = 2.0", "t_squared = False", "ce_scope = 'new'"],
+        "ewc": ["lambda = 5000.0", "mode = 'separate'", "gamma = 1.0", "ce_scope = 'seen'"]
+        + replay_flag,
+        "lwf": ["alpha = 1.0", "temperature = 2.0", "t_squared = False", "ce_scope = 'new'"]
+        + replay_flag,
         "weight_aligning": [
             "distillation = True",
             "temperature = 2.0",
             "t_squared = False",
             "weight_clipping = True",
             "align_bias = True",
-        ],
-        "naive": [],
+        ]
+        + replay_flag,
+        "naive": replay_flag,
         "joint": [],
         "ncm": ["metric = 'cosine'", "normalize = False"],
         "slda": ["shrinkage = 0.0001", "covariance = 'streaming'"],
         "ridge": ["method = 'ranpac'", "projection_dim = 2048", "gamma = 0.1"],
+        "replay": ["memory_size = 2000", *replay_flag[1:]],
+        "bic": [
+            "memory_size = 2000",
+            "memory_holdout = 0.1",
+            "temperature = 2.0",
+            "t_squared = False",
+            "bias_epochs = 200",
+            "beta_decay = 0.0",
+            *replay_flag[1:],
+        ],
     }
     for name, settings in expected.items():
         assert [line.split("  ")[0] for line in blocks[name]] == settings, name

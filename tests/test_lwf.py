@@ -52,7 +52,7 @@ def kl_by_hand(student_logits, teacher_logits, temperature):
 
 def test_distillation_is_zero_when_the_head_equals_its_snapshot():
     strategy, head, features, targets, _ = second_experience(LwFConfig())
-    old_logits = strategy.old_logits(features)  # (batch, 2)
+    old_logits = strategy.old_logits(features, head)  # (batch, 2)
     # Identical logits: KL(p || p) is exactly 0.
     assert distillation_kl(old_logits, old_logits, 2.0, False).item() == 0.0
     # The head's old rows equal the snapshot; a (4-row) and a (2-row) product may round
