@@ -70,3 +70,62 @@ def test_same_seed_same_bytes_other_seed_other_matrix(blob_tensors, training, sc
     assert first.accuracy_matrix == again.accuracy_matrix
     assert first.train_loss == again.train_loss
     assert first.weight_norms != matrix(1).weight_norms
+
+
+def test_balanced_class_weights_by_hand():
+    # Counts (3, 1, 0) over 4 samples and C = 2 classes present: w = 4 / (2 · n_c).
+    targets = torch.tensor([0, 0, 0, 1])
+    weights = engine.class_weights(targets, 3, {"class_weighting": "balanced"})
+    torch.testing.assert_close(weights, torch.tensor([2 / 3, 2.0, 0.0]))
+    assert engine.class_weights(targets, 3, {"class_weighting": "none"}) is None
+
+
+def test_weighted_cross_entropy_gives_each_class_the_same_total_weight():
+    # Three samples of class 0 with equal logits (loss ln 2 each) and one of class 1 with
+    # logits (2, 0) (loss ln(e² + 1) − 0).
+    logits = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [2.0, 0.0]])
+    targets = torch.tensor([0, 0, 0, 1])
+    weights = engine.class_weights(targets, 2, {"class_weighting": "balanced"})
+    naive = strategies.create("naive")
+    naive.class_weights = weights
+    # Weighted mean: (3 · 2/3 · ln 2 + 2 · ln(1 + e²)) / (3 · 2/3 + 2) = mean of the class means.
+    expected = (math.log(2) + math.log(1 + math.exp(2))) / 2
+    value = naive.loss(logits, targets, torch.zeros(4, 1), Head(1))
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_class_balanced_sampling_draws_every_class_as_often_as_the_largest():
+    targets = torch.tensor([0] * 5 + [1] * 2 + [2] * 3)
+    order = engine.epoch_order(targets, "class_balanced", torch.Generator().manual_seed(0))
+    assert torch.bincount(targets[order]).tolist() == [5, 5, 5]
+    uses = torch.bincount(order, minlength=10)
+    assert uses[:5].tolist() == [1] * 5  # the largest class: each sample once
+    assert sorted(uses[5:7].tolist()) == [2, 3]  # 5 draws from 2 samples: 2 + 2, one more
+    assert sorted(uses[7:].tolist()) == [1, 2, 2]  # 5 draws from 3 samples
+    uniform = engine.epoch_order(targets, "uniform", torch.Generator().manual_seed(0))
+    assert sorted(uniform.tolist()) == list(range(10))
+
+
+def test_imbalance_options_reach_the_loss_and_the_loop(blob_tensors, training):
+    # Experience 1 of a replay run trains on 40 + 40 new samples and 4 + 4 exemplars.
+    scenario = Scenario(list(range(4)), 2, 2)
+    seen = {}
+    naive = strategies.create("naive", {"memory_size": 4, "memory_budget": "per_class"})
+    loss = naive.loss
+
+    def recording(logits, targets, features, head):
+        seen.setdefault(head.num_classes, (naive.class_weights, []))[1].append(targets)
+        return loss(logits, targets, features, head)
+
+    naive.loss = recording
+    options = dict(training, epochs=1, class_weighting="balanced", sampling="class_balanced")
+    keep = blob_tensors[1] < 4
+    test_keep = blob_tensors[3] < 4
+    tensors = (blob_tensors[0][keep], blob_tensors[1][keep])
+    tensors += (blob_tensors[2][test_keep], blob_tensors[3][test_keep])
+    engine.run(naive, *tensors, scenario, options, True, 0)
+    weights, batches = seen[4]
+    # w = 88 / (4 · n_c): 0.55 for the new classes, 5.5 for the exemplar classes.
+    torch.testing.assert_close(weights, torch.tensor([5.5, 5.5, 0.55, 0.55]))
+    # Oversampling: one epoch draws every class 40 times.
+    assert torch.bincount(torch.cat(batches)).tolist() == [40, 40, 40, 40]
