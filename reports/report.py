@@ -84,7 +84,8 @@ def describe_benchmark(benchmark: Benchmark) -> str:
     return (
         f"{benchmark.label}: dataset {config.get('dataset', {}).get('name', 'unknown')}, "
         f"backbone {config.get('backbone', {}).get('name', 'unknown')} (frozen), "
-        f"head bias {str(config.get('head', {}).get('bias', 'unknown')).lower()}, "
+        f"{config.get('head', {}).get('kind', 'linear')} head, "
+        f"bias {str(config.get('head', {}).get('bias', 'unknown')).lower()}, "
         f"class order {order_text}, B{scenario.get('initial_classes', '?')} "
         f"Inc{scenario.get('increment', '?')} ({len(benchmark.experiences)} experiences), "
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"

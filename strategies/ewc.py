@@ -15,7 +15,8 @@ squares minibatch-mean gradients instead, which underestimates it). Rows added a
 Fisher was taken get no penalty from it. The paper tunes λ per experiment; the default
 5000 is FACIL's. Cross-entropy is over all seen classes by default (the network's whole
 output, as in the paper and Avalanche); PyCIL and FACIL use the new classes only.
-Bias: penalised like the weights.
+Bias (and a cosine head's scale): penalised like the weights. The replay flag
+(`memory_size`) adds exemplars to the cross-entropy; the Fisher stays on the new data.
 
 The separate-mode sum Σ_k F_k (θ − θ_k)² is stored in completed-square form
 A (θ − μ)² + c with A = Σ_k F_k, μ = Σ_k F_k θ_k / A, which has the same value and

@@ -11,8 +11,9 @@ also PyCIL's and FACIL's); `"seen"` is Avalanche's. With one new class per exper
 "new" has zero gradient and is refused. L_old is written as a KL divergence (same
 gradient as the paper's soft cross-entropy, 0 at the snapshot), without T² by default as
 in the paper and Avalanche. Deviation: the optional warm-up step (train the new rows
-alone first) is not run; the paper reports it is not crucial. Bias: the snapshot's bias
-is part of the old logits; all biases are trained.
+alone first) is not run; the paper reports it is not crucial. LwF keeps no data; the
+replay flag (`memory_size`) adds exemplars for comparisons (then `ce_scope = "seen"`).
+Bias: the snapshot's bias is part of the old logits; all biases are trained.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ The lower bound of class-incremental learning (called Finetune in PyCIL and FACI
 Naive in Avalanche): new rows are appended, old rows kept and trained further, and the
 objective is cross-entropy over all seen classes on the new data only. Nothing protects
 old classes, so their rows and (with a bias) their biases are pushed down by every
-experience. No paper to follow; bias: trained like the weights.
+experience. No paper to follow; bias: trained like the weights. With the replay flag
+(`memory_size > 0`) it is iCaRL-style rehearsal, registered as `replay`.
 """
 
 from __future__ import annotations

@@ -8,14 +8,16 @@ logits at T = 2. Weight aligning: γ = mean_old ‖w‖ / mean_new ‖w‖, then
 W_new ← γ·W_new, so the corrected logits are (o_old, γ·o_new). After each optimizer step
 the FC weights are clipped to be non-negative, since the features come out of a ReLU.
 
-Head-only version: no exemplars, so L_CE sees only the new classes' data. New rows are
+Head-only version: no exemplars by default, so L_CE sees only the new classes' data; the
+paper's exemplar memory is the replay flag (`memory_size`, strategies.memory). New rows are
 selected by class id (classes are numbered in arrival order), not assumed to be "the
 last rows" of some other layout. Bias: the paper's FC layer has none (o = Wᵀφ(x)); with
 `[head] bias = true` the new classes' biases are scaled by γ too (`align_bias`), which
 keeps the paper's o_new → γ·o_new; PyCIL scales the weights only (`align_bias = false`).
 Weight clipping assumes non-negative features (a ReLU backbone); turn it off for features
 that can be negative. L_KD is written as a KL divergence (same gradient as the paper's
-soft cross-entropy); PyCIL weights it as L_CE + 2·L_KD instead of (1 − λ, λ).
+soft cross-entropy); PyCIL weights it as L_CE + 2·L_KD instead of (1 − λ, λ). Refused on
+a cosine head, which normalises the aligned norms away.
 """
 
 from __future__ import annotations
