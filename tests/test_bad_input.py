@@ -153,6 +153,27 @@ def test_control_the_base_input_runs(tmp_path, capsys):
             ["t_squared = 2", "bool"],
             id="hyperparameter-type",
         ),
+        pytest.param(
+            ["--strategy", "replay", "--set", "strategies.replay.memory_size=5"],
+            ["memory_size = 5 (total)", "6 classes", ">= 6"],
+            id="memory-below-one-per-class",
+        ),
+        pytest.param(
+            ["--set", "strategies.replay.memory_size=-1"], ["memory_size = -1", ">= 0"], id="memory"
+        ),
+        pytest.param(
+            ["--strategy", "lwf", "--set", "strategies.lwf.memory_size=60"],
+            ["ce_scope='new'", "replayed", "ce_scope='seen'"],
+            id="lwf-new-scope-with-replay",
+        ),
+        pytest.param(
+            ["--set", "head.kind=cosine"], ["head.kind = 'cosine'", "head.bias = false"], id="cos"
+        ),
+        pytest.param(
+            ["--set", "training.sampling=balanced"],
+            ["'balanced'", "uniform", "class_balanced"],
+            id="sampling",
+        ),
     ],
 )
 def test_bad_names_keys_and_types_on_the_command_line(
