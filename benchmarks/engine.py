@@ -1,8 +1,11 @@
 """The training engine: one strategy, one seed, over every experience of a scenario.
 
-Heads train on device-resident feature tensors: each epoch draws one permutation and
-slices minibatches by index (no DataLoader, no per-step host sync; the loss is summed on
-the device and read once per experience). Evaluation after experience i fills row i of
+Heads train on device-resident feature tensors: each epoch draws one index order (a
+permutation, or class-balanced oversampling) and slices minibatches by index (no
+DataLoader, no per-step host sync; the loss is summed on the device and read once per
+experience). A strategy may add exemplars to the training set (`training_set`) and ask
+for a second stage on other parameters (`calibration`, BiC's bias correction); the same
+loop runs both. Evaluation after experience i fills row i of
 the accuracy matrix over every class seen so far, with no task labels.
 """
 
