@@ -1,4 +1,4 @@
-"""The `headbench` command (also `python -m benchmarks`): run, report, list.
+"""The `headbench` command (also `python -m benchmarks`): run, report, list, cache.
 
 Bad input of any kind ends in one line on stderr and exit status 2, with nothing
 written; Ctrl-C keeps every finished run's record and exits with 130. A run whose loss
@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="results directory (default: results/<config name>)")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    run.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="feature cache (default: $HEADBENCH_CACHE, else ~/.cache/headbench)",
+    )
+    run.add_argument(
+        "--no-cache", action="store_true", help="compute features without reading or writing it"
+    )
 
     report = commands.add_parser(
         "report", help="tables, plots and an HTML report from a folder of run records"
@@ -57,14 +65,52 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "section", nargs="?", choices=("strategies", "datasets", "backbones", "configs")
     )
+
+    cache = commands.add_parser("cache", help="list or clear the feature cache")
+    actions = cache.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for action, text in (("ls", "list the entries with their sizes"), ("clear", "remove entries")):
+        command = actions.add_parser(action, help=text)
+        command.add_argument(
+            "--cache-dir",
+            metavar="DIR",
+            help="the cache (default: $HEADBENCH_CACHE, else ~/.cache/headbench)",
+        )
+        if action == "clear":
+            command.add_argument(
+                "--older-than",
+                type=_days,
+                metavar="DAYS",
+                help="only entries not used for more than DAYS days (fractions accepted)",
+            )
     return parser
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not days >= 0 or days == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"--older-than {text!r} is not accepted; give a number of days >= 0"
+        )
+    return days
 
 
 def command_run(args: argparse.Namespace) -> int:
     from benchmarks import run
     from benchmarks.progress import Progress
 
-    plan = run.plan(args.config, args.overrides, args.strategy, args.seeds, args.device, args.out)
+    plan = run.plan(
+        args.config,
+        args.overrides,
+        args.strategy,
+        args.seeds,
+        args.device,
+        args.out,
+        args.cache_dir,
+        not args.no_cache,
+    )
     progress = Progress(args.quiet)
     try:
         records, failures, table = run.execute(plan, progress)
@@ -84,6 +130,19 @@ def command_list(args: argparse.Namespace) -> int:
 
     sections = [args.section] if args.section else list(SECTIONS)
     print("\n\n".join(SECTIONS[section]() for section in sections))
+    return 0
+
+
+def command_cache(args: argparse.Namespace) -> int:
+    from benchmarks.cache import Cache, human_size, listing, resolve_directory
+
+    cache = Cache(resolve_directory(args.cache_dir))
+    if args.action == "ls":
+        print(listing(cache))
+        return 0
+    removed, freed = cache.clear(args.older_than)
+    which = "" if args.older_than is None else f" not used for {args.older_than:g} days"
+    print(f"removed {removed} entries{which} from {cache.directory}, freed {human_size(freed)}")
     return 0
 
 
@@ -107,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     from strategies import HyperparameterError
 
     try:
+        if args.command == "cache":
+            return command_cache(args)
         return command_run(args) if args.command == "run" else command_list(args)
     except (UsageError, HyperparameterError) as error:
         print(f"headbench: error: {error}", file=sys.stderr)

@@ -1,20 +1,28 @@
-"""Datasets: arrays of inputs and labels with a fixed train/test split and a fingerprint.
+"""Datasets: inputs and labels with a fixed train/test split and a fingerprint.
 
 `features` reads bring-your-own frozen features from an .npz; `digits` is scikit-learn's
-bundled 8x8 digits (real and offline). Inputs are float32 feature vectors (N, D) or
-images (N, C, H, W); labels are int64 in 0..C-1 with every class in the training split.
+bundled 8x8 digits (real and offline). Image datasets come through torchvision's dataset
+classes (`cifar10`, `cifar100`, `stl10`, `food101`, `flowers102`) or any folder in
+ImageFolder layout (`imagefolder`). Inputs are float32 feature vectors (N, D), images in
+memory (N, C, H, W) as float32 in [0, 1] or uint8 (CIFAR, STL-10), or `ImageFiles`:
+paths decoded lazily, batch by batch, for datasets too large to hold. Labels are int64
+in 0..C-1 with every class in the training split.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
+import shutil
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from benchmarks.config import Option
 from benchmarks.errors import UsageError
@@ -23,13 +31,51 @@ NPZ_ARRAYS = ("X_train", "y_train", "X_test", "y_test")
 
 
 @dataclass(frozen=True)
+class ImageFiles:
+    """Images on disk, decoded in DataLoader workers when a backbone reads them."""
+
+    paths: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> tuple[int | None, ...]:
+        return (len(self.paths), 3, None, None)  # sizes vary from file to file
+
+    def dataset(self) -> torch.utils.data.Dataset:
+        return _DecodedFiles(self.paths)
+
+
+class _DecodedFiles(torch.utils.data.Dataset):
+    """Decodes one file to an RGB uint8 tensor (3, height, width); no resizing here."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(self.paths[index]) as image:
+            pixels = np.asarray(image.convert("RGB"))  # (height, width, 3)
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1)  # (3, height, width)
+
+
+Inputs = np.ndarray | ImageFiles
+
+
+@dataclass(frozen=True)
 class Data:
-    train_inputs: np.ndarray  # (train, dim) or (train, channels, height, width)
+    train_inputs: Inputs  # (train, dim), (train, channels, height, width) or files
     train_targets: np.ndarray  # (train,)
-    test_inputs: np.ndarray  # (test, ...)
+    test_inputs: Inputs  # (test, ...)
     test_targets: np.ndarray  # (test,)
     class_names: list[str]
     fingerprint: str
+    name: str = ""  # the registry name, set by `load`
 
     @property
     def num_classes(self) -> int:
@@ -37,7 +83,12 @@ class Data:
 
     @property
     def is_images(self) -> bool:
-        return self.train_inputs.ndim == 4
+        return isinstance(self.train_inputs, ImageFiles) or self.train_inputs.ndim == 4
+
+    @property
+    def in_memory(self) -> bool:
+        """Images held as one array (not files decoded on the fly)."""
+        return isinstance(self.train_inputs, np.ndarray)
 
 
 @dataclass(frozen=True)
@@ -207,7 +258,330 @@ def load_digits(options: dict[str, Any]) -> Data:
     )
 
 
+# ---------------------------------------------------------------------------------------
+# Image datasets: torchvision's classes, checked and loaded without a traceback
+
+
+def file_md5(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_md5(path: Path, expected: str, dataset: str) -> None:
+    """Refuse a file whose MD5 differs from the published one, naming both digests."""
+    actual = file_md5(path)
+    if actual != expected:
+        raise UsageError(
+            f"{dataset}: {path} has MD5 {actual}, expected {expected} (the published file); "
+            "re-download it, or set dataset.verify_checksums = false for a re-packed copy"
+        )
+
+
+def _checksummed_files(dataset_class: type, base: Path) -> list[tuple[Path, str]]:
+    """The files (under the dataset's folder) and MD5s torchvision's class checks."""
+    files = [
+        (base / name, md5)
+        for name, md5 in [
+            *getattr(dataset_class, "train_list", []),
+            *getattr(dataset_class, "test_list", []),
+        ]
+    ]
+    if isinstance(getattr(dataset_class, "meta", None), dict):
+        files.append((base / dataset_class.meta["filename"], dataset_class.meta["md5"]))
+    for key in ("label", "setid"):  # Flowers102 checks its two .mat files
+        if key in getattr(dataset_class, "_file_dict", {}):
+            name, md5 = dataset_class._file_dict[key]
+            files.append((base / name, md5))
+    return files
+
+
+def _without_checksums(dataset_class: type) -> type:
+    """The same class with every MD5 set to None: torchvision then checks presence only."""
+    attributes: dict[str, Any] = {}
+    for name in ("train_list", "test_list"):
+        if hasattr(dataset_class, name):
+            attributes[name] = [[file, None] for file, _ in getattr(dataset_class, name)]
+    if isinstance(getattr(dataset_class, "meta", None), dict):
+        attributes["meta"] = {**dataset_class.meta, "md5": None}
+    if hasattr(dataset_class, "_file_dict"):
+        attributes["_file_dict"] = {
+            key: (file, None) for key, (file, _) in dataset_class._file_dict.items()
+        }
+    return type(f"{dataset_class.__name__}WithoutChecksums", (dataset_class,), attributes)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a torchvision dataset lives: its folder under `root`, its archive, its files."""
+
+    name: str
+    dataset_class: type
+    folder: str  # what `root` must hold
+    url: str
+    required: tuple[str, ...]  # files or folders under `folder` that must exist
+
+    def missing(self, root: Path) -> Path | None:
+        for part in self.required:
+            if not (root / self.folder / part).exists():
+                return root / self.folder / part
+        return None
+
+    def where(self, root: Path) -> str:
+        return (
+            f"download {self.url} and extract it into {root} (so that {root / self.folder} "
+            "exists), or set dataset.root to the folder that holds it"
+        )
+
+
+def _download(source: Source, root: Path, construct: Callable[..., Any]) -> None:
+    """torchvision's own download; on failure remove what it left and raise one line."""
+    existed = {path for path in (root, root / source.folder) if path.exists()}
+    archives = {path for path in root.glob("*")} if root.exists() else set()
+    try:
+        construct(download=True)
+    except Exception as error:  # URLError, OSError, RuntimeError: no network, a bad archive
+        if root.exists():
+            for path in set(root.glob("*")) - archives:  # partial archive or folder
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        for path in (root / source.folder, root):
+            if path not in existed and path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(
+            f"{source.name}: {source.missing(root) or root / source.folder} is missing and the "
+            f"download failed ({reason}); {source.where(root)}"
+        ) from None
+
+
+def _open(source: Source, options: dict[str, Any], **split: Any) -> Any:
+    """Construct the torchvision dataset for one split after checking its files.
+
+    Missing files are downloaded when `download` is on; the published MD5s are checked
+    when `verify_checksums` is (our own check, so the error names file and digests).
+    """
+    root = Path(options["root"]).expanduser()
+    verify = options.get("verify_checksums", False)
+    dataset_class = source.dataset_class if verify else _without_checksums(source.dataset_class)
+
+    def construct(download: bool = False) -> Any:
+        return dataset_class(str(root), download=download, **split)
+
+    if source.missing(root) is not None:
+        if not options["download"]:
+            raise UsageError(
+                f"{source.name}: {source.missing(root)} not found (dataset.download = false); "
+                f"{source.where(root)}"
+            )
+        _download(source, root, construct)
+        if source.missing(root) is not None:
+            raise UsageError(
+                f"{source.name}: {source.missing(root)} not found after the download; "
+                f"{source.where(root)}"
+            )
+    if verify:
+        for path, md5 in _checksummed_files(source.dataset_class, root / source.folder):
+            if path.is_file():
+                check_md5(path, md5, source.name)
+        dataset_class = _without_checksums(source.dataset_class)  # checked once, above
+    try:
+        return construct()
+    except Exception as error:  # a damaged pickle, a missing metadata file, a bad .mat
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(
+            f"{source.name}: the files under {root / source.folder} cannot be read "
+            f"({type(error).__name__}: {reason}); {source.where(root)}"
+        ) from None
+
+
+ROOT_OPTIONS = {
+    "root": Option("data", str, "folder that holds the dataset's folder (~ is expanded)"),
+    "download": Option(True, bool, "download the files when they are missing"),
+}
+CHECKSUM_OPTION = {
+    "verify_checksums": Option(
+        True, bool, "check the published MD5s (false for re-packed or generated copies)"
+    ),
+}
+
+
+def _from_arrays(
+    name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], classes
+) -> Data:
+    """Data from uint8 images (N, C, H, W) and labels, checked like any dataset's."""
+    train_targets, test_targets = (np.asarray(t, dtype=np.int64) for t in (train[1], test[1]))
+    check_labels(name, train_targets, test_targets, len(classes))
+    return Data(
+        train[0],
+        train_targets,
+        test[0],
+        test_targets,
+        [str(c) for c in classes],
+        fingerprint(train[0], train_targets, test[0], test_targets),
+    )
+
+
+def _cifar(name: str, class_name: str, folder: str, url: str, files: tuple[str, ...]):
+    def load(options: dict[str, Any]) -> Data:
+        import torchvision.datasets
+
+        source = Source(name, getattr(torchvision.datasets, class_name), folder, url, files)
+        splits = []
+        for train in (True, False):
+            dataset = _open(source, options, train=train)
+            images = np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2))  # (N, 3, 32, 32)
+            splits.append((images, dataset.targets))
+        return _from_arrays(name, splits[0], splits[1], dataset.classes)
+
+    return load
+
+
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/{}-python.tar.gz"
+for _name, _class, _folder, _files, _size in (
+    ("cifar10", "CIFAR10", "cifar-10-batches-py",
+     ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+      "test_batch", "batches.meta"), "60,000 32x32 images, 10 classes"),
+    ("cifar100", "CIFAR100", "cifar-100-python", ("train", "test", "meta"),
+     "60,000 32x32 images, 100 classes (50,000 train / 10,000 test; class orders "
+     "icarl1993, podnet)"),
+):  # fmt: skip
+    _dataset(
+        _name,
+        f"torchvision's {_class}: {_size}, held in memory as uint8; root must hold {_folder}/",
+        {**ROOT_OPTIONS, **CHECKSUM_OPTION},
+    )(_cifar(_name, _class, _folder, CIFAR_URL.format(_name.replace("cifar", "cifar-")), _files))
+
+
+@_dataset(
+    "stl10",
+    "torchvision's STL10: 5,000 train / 8,000 test 96x96 images, 10 classes, held in memory "
+    "as uint8; root must hold stl10_binary/",
+    {**ROOT_OPTIONS, **CHECKSUM_OPTION},
+)
+def load_stl10(options: dict[str, Any]) -> Data:
+    from torchvision.datasets import STL10
+
+    files = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin", "unlabeled_X.bin")
+    source = Source("stl10", STL10, "stl10_binary", STL10.url, files)
+    train, test = (_open(source, options, split=split) for split in ("train", "test"))
+    return _from_arrays(
+        "stl10", (train.data, train.labels), (test.data, test.labels), train.classes
+    )
+
+
+def _file_data(name: str, splits: list[tuple[Sequence[Any], Sequence[int]]], classes) -> Data:
+    """Data over image files; the fingerprint hashes relative paths, sizes and labels."""
+    (train_files, train_labels), (test_files, test_labels) = splits
+    train_targets = np.asarray(train_labels, dtype=np.int64)
+    test_targets = np.asarray(test_labels, dtype=np.int64)
+    check_labels(name, train_targets, test_targets, len(classes))
+    digest = hashlib.sha256()
+    for files in (train_files, test_files):
+        paths = [str(path) for path in files]
+        common = os.path.commonpath(paths) if paths else ""
+        for path in paths:
+            digest.update(f"{os.path.relpath(path, common)}|{os.path.getsize(path)}\n".encode())
+    digest.update(fingerprint(train_targets, test_targets).encode())
+    return Data(
+        ImageFiles(tuple(str(path) for path in train_files)),
+        train_targets,
+        ImageFiles(tuple(str(path) for path in test_files)),
+        test_targets,
+        [str(c) for c in classes],
+        digest.hexdigest()[:16],
+    )
+
+
+@_dataset(
+    "food101",
+    "torchvision's Food101: 75,750 train / 25,250 test images, 101 classes, decoded from "
+    "files; root must hold food-101/",
+    dict(ROOT_OPTIONS),
+)
+def load_food101(options: dict[str, Any]) -> Data:
+    from torchvision.datasets import Food101
+
+    files = ("meta/train.json", "meta/test.json", "images")
+    source = Source("food101", Food101, "food-101", Food101._URL, files)
+    train, test = (_open(source, options, split=split) for split in ("train", "test"))
+    splits = [(d._image_files, d._labels) for d in (train, test)]
+    return _file_data("food101", splits, train.classes)
+
+
+@_dataset(
+    "flowers102",
+    "torchvision's Flowers102: train (1,020) and test (6,149) splits, 102 classes, decoded "
+    "from files; root must hold flowers-102/",
+    {**ROOT_OPTIONS, **CHECKSUM_OPTION},
+)
+def load_flowers102(options: dict[str, Any]) -> Data:
+    from torchvision.datasets import Flowers102
+
+    files = ("jpg", "imagelabels.mat", "setid.mat")
+    url = Flowers102._download_url_prefix + Flowers102._file_dict["image"][0]
+    source = Source("flowers102", Flowers102, "flowers-102", url, files)
+    train, test = (_open(source, options, split=split) for split in ("train", "test"))
+    splits = [(d._image_files, d._labels) for d in (train, test)]
+    return _file_data("flowers102", splits, [str(c) for c in range(102)])
+
+
+@_dataset(
+    "imagefolder",
+    "any folder in ImageFolder layout: ROOT/train/CLASS/*.jpg and ROOT/test/CLASS/*.jpg "
+    "(ImageNet-100, ImageNet-R, CUB-200 style subsets), decoded from files",
+    {
+        "root": Option("", str, "the folder holding the train and test folders"),
+        "train_dir": Option("train", str, "training folder under root (one subfolder a class)"),
+        "test_dir": Option("test", str, "test folder under root (same class subfolders)"),
+    },
+)
+def load_imagefolder(options: dict[str, Any]) -> Data:
+    from torchvision.datasets import ImageFolder
+
+    if not options["root"]:
+        raise UsageError(
+            'dataset "imagefolder" needs dataset.root = "folder with train/ and test/"'
+        )
+    root = Path(options["root"]).expanduser()
+    folders = {}
+    for split in ("train_dir", "test_dir"):
+        if not (root / options[split]).is_dir():
+            raise UsageError(
+                f"imagefolder: {root / options[split]} is not a folder; dataset.root must hold "
+                f"{options['train_dir']}/CLASS/IMAGE and {options['test_dir']}/CLASS/IMAGE"
+            )
+    for split in ("train_dir", "test_dir"):
+        path = root / options[split]
+        try:
+            folders[split] = ImageFolder(str(path))
+        except (FileNotFoundError, OSError) as error:
+            raise UsageError(f"imagefolder: {path}: {error}") from None
+    train, test = folders["train_dir"], folders["test_dir"]
+    unknown = sorted(set(test.classes) - set(train.classes))
+    if unknown:
+        raise UsageError(
+            f"imagefolder: test classes {unknown[:5]} have no folder in "
+            f"{root / options['train_dir']}; the test folder must use the training folder's "
+            "class names"
+        )
+    to_train_id = {name: train.class_to_idx[name] for name in test.classes}
+    splits = [
+        ([path for path, _ in train.samples], [label for _, label in train.samples]),
+        (
+            [path for path, _ in test.samples],
+            [to_train_id[test.classes[label]] for _, label in test.samples],
+        ),
+    ]
+    return _file_data("imagefolder", splits, train.classes)
+
+
 def load(options: dict[str, Any]) -> Data:
     """Load the dataset named in a resolved `[dataset]` table."""
     spec = DATASETS[options["name"]]
-    return spec.load({k: v for k, v in options.items() if k != "name"})
+    data = spec.load({k: v for k, v in options.items() if k != "name"})
+    return dataclasses.replace(data, name=spec.name)

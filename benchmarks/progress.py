@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 Item = TypeVar("Item")
+
+
+class _SilentBar:
+    """What `Progress.bar` returns when quiet: counts nothing, prints nothing."""
+
+    def update(self, count: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _SilentBar:
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        pass
 
 
 class Progress:
@@ -33,4 +49,23 @@ class Progress:
                 file=sys.stderr,
                 dynamic_ncols=True,
             )
+        )
+
+    def bar(self, total: int, description: str, unit: str = "img") -> Any:
+        """A bar counted by `update(count)` that shows the rate in `unit`/s (images/s).
+
+        Use it as a context manager; it is silent when quiet.
+        """
+        if self.quiet:
+            return _SilentBar()
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total,
+            desc=description,
+            unit=unit,
+            unit_scale=True,
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
         )

@@ -24,6 +24,7 @@ import torch
 
 import strategies
 from benchmarks import backbones, config, datasets, engine, store
+from benchmarks.cache import Cache, resolve_directory
 from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
 from benchmarks.scenario import Scenario, resolve_class_order
@@ -49,6 +50,7 @@ class Plan:
     scenario: Scenario
     device: torch.device
     out: Path
+    cache_dir: Path | None = None  # the feature cache; None: compute, read and write nothing
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,6 +91,8 @@ def plan(
     seeds: str | None = None,
     device: str = "auto",
     out: str | None = None,
+    cache_dir: str | None = None,
+    use_cache: bool = True,
 ) -> Plan:
     path = config.find_config(config_name)
     raw = config.apply_overrides(config.load_file(path), [], strategies.canonical_name)
@@ -106,7 +110,7 @@ def plan(
         scenario_table["initial_classes"],
         scenario_table["increment"],
     )
-    backbones.BACKBONES[resolved["backbone"]["name"]].check(data)
+    backbones.BACKBONES[resolved["backbone"]["name"]].check(data, resolved["backbone"])
     tested = set(np.unique(scenario.remap(data.test_targets)).tolist())
     untested = [c for c in range(data.num_classes) if c not in tested]
     if untested:
@@ -129,7 +133,13 @@ def plan(
             )
     target = resolve_device(device)
     out_dir = Path(out) if out else Path("results") / path.stem
-    return Plan(path.stem, resolved, data, scenario, target, out_dir)
+    cache = None
+    if use_cache and resolved["backbone"]["name"] != "identity":  # identity computes nothing
+        cache = Cache(resolve_directory(cache_dir))  # --cache-dir, $HEADBENCH_CACHE, default
+        cache.check_writable()
+    return Plan(
+        path.stem, resolved, data, scenario, target, out_dir, cache.directory if cache else None
+    )
 
 
 def code_version() -> dict[str, Any]:
@@ -177,6 +187,7 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], list[str], str]
     A run whose loss diverges is reported and left out (no record); the others go on.
     Returns the records, one line per failed run, and the Markdown summary.
     """
+    created = [path for path in (plan.out, plan.out / "runs") if not path.exists()]
     runs_dir = store.prepare_out(plan.out)
     data, scenario, device = plan.data, plan.scenario, plan.device
     progress.log(
@@ -185,15 +196,24 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], list[str], str]
         f"{scenario.num_experiences} experiences {scenario.experience_sizes}"
     )
     started = time.perf_counter()
-    features = backbones.extract(plan.config["backbone"], data, scenario, device, progress)
+    cache = Cache(plan.cache_dir, progress.log) if plan.cache_dir is not None else None
+    try:
+        features = backbones.extract(
+            plan.config["backbone"], data, scenario, device, progress, cache
+        )
+    except (UsageError, KeyboardInterrupt):
+        # Weights that cannot be downloaded, an interrupted extraction: no empty results.
+        for path in reversed(created):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        raise
     feature_seconds = time.perf_counter() - started
     features_fingerprint = _hash(
         [datasets.fingerprint(f.cpu().numpy()) for f in (features.train, features.test)]
     )[:16]
     progress.log(
-        f"features: computed once with backbone {plan.config['backbone']['name']} "
-        f"(dim {features.train.shape[1]}, {feature_seconds:.1f} s, on {device}); "
-        "reused by every run"
+        f"features: backbone {plan.config['backbone']['name']} (dim {features.train.shape[1]}, "
+        f"{feature_seconds:.1f} s, on {device}); reused by every run"
     )
     train_targets = torch.from_numpy(scenario.remap(data.train_targets)).to(device)
     test_targets = torch.from_numpy(scenario.remap(data.test_targets)).to(device)
@@ -262,6 +282,7 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], list[str], str]
             },
             "data_fingerprint": data.fingerprint,
             "features_fingerprint": features_fingerprint,
+            "features_cache": features.cache,  # per split: entry digest, checksum, source
             "environment": env,
         }
         store.write_record(runs_dir, record)

@@ -14,7 +14,32 @@ import numpy as np
 
 from benchmarks.errors import UsageError
 
-ORDER_FORMS = '"identity", "seed:N" (numpy RandomState(N).permutation) or an explicit list'
+ORDER_FORMS = (
+    '"identity", "seed:N" (numpy RandomState(N).permutation), a named order '
+    '("icarl1993", "podnet"; CIFAR-100) or an explicit list'
+)
+
+# The two CIFAR-100 orders of the field, typed out so that they never depend on a generator.
+# "icarl1993": numpy.random.seed(1993); numpy.random.permutation(100), the order of PyCIL,
+# PILOT and FACIL's cifar100_icarl (equal to "seed:1993" on 100 classes).
+ICARL_1993 = [
+    68, 56, 78, 8, 23, 84, 90, 65, 74, 76, 40, 89, 3, 92, 55, 9, 26, 80, 43, 38,
+    58, 70, 77, 1, 85, 19, 17, 50, 28, 53, 13, 81, 45, 82, 6, 59, 83, 16, 15, 44,
+    91, 41, 72, 60, 79, 52, 20, 10, 31, 54, 37, 95, 14, 71, 96, 98, 97, 2, 64, 66,
+    42, 22, 35, 86, 24, 34, 87, 21, 99, 0, 88, 27, 18, 94, 11, 12, 47, 25, 30, 46,
+    62, 69, 36, 61, 7, 63, 75, 5, 32, 4, 51, 48, 73, 93, 39, 67, 29, 49, 57, 33,
+]  # fmt: skip
+# "podnet": the explicit list PODNet ships as "taken from original iCaRL implementation"
+# (arthurdouillard/incremental_learning.pytorch, inclearn/lib/data/datasets.py,
+# iCIFAR100.class_order); it is not a numpy permutation of any seed we know of.
+PODNET = [
+    87, 0, 52, 58, 44, 91, 68, 97, 51, 15, 94, 92, 10, 72, 49, 78, 61, 14, 8, 86,
+    84, 96, 18, 24, 32, 45, 88, 11, 4, 67, 69, 66, 77, 47, 79, 93, 29, 50, 57, 83,
+    17, 81, 41, 12, 37, 59, 25, 20, 80, 73, 1, 28, 6, 46, 62, 82, 53, 9, 31, 75,
+    38, 63, 33, 74, 27, 22, 36, 3, 16, 21, 60, 19, 70, 90, 89, 43, 5, 42, 65, 76,
+    40, 30, 23, 85, 2, 95, 56, 48, 71, 64, 98, 13, 99, 7, 34, 55, 54, 26, 35, 39,
+]  # fmt: skip
+NAMED_ORDERS = {"icarl1993": ICARL_1993, "podnet": PODNET}
 
 
 def resolve_class_order(spec: Any, num_classes: int) -> list[int]:
@@ -22,10 +47,19 @@ def resolve_class_order(spec: Any, num_classes: int) -> list[int]:
 
     "seed:N" is `numpy.random.RandomState(N).permutation(num_classes)`, the same as
     `numpy.random.seed(N); numpy.random.permutation(num_classes)`; "seed:1993" on 100
-    classes is the order of PyCIL, PILOT and FACIL's iCaRL split.
+    classes is the order of PyCIL, PILOT and FACIL's iCaRL split. Named orders
+    (`NAMED_ORDERS`) are explicit lists for a dataset of their length (CIFAR-100).
     """
     if spec == "identity":
         return list(range(num_classes))
+    if isinstance(spec, str) and spec in NAMED_ORDERS:
+        order = NAMED_ORDERS[spec]
+        if len(order) != num_classes:
+            raise UsageError(
+                f"scenario.class_order = {spec!r} orders {len(order)} classes (CIFAR-100); this "
+                f'dataset has {num_classes}; use "identity", "seed:N" or an explicit list'
+            )
+        return list(order)
     if isinstance(spec, str) and spec.startswith("seed:"):
         seed = spec.removeprefix("seed:")
         if not seed.isdigit() or int(seed) >= 2**32:

@@ -1,7 +1,10 @@
-"""Small deterministic fixtures: Gaussian-blob features, an .npz of them, config files."""
+"""Small deterministic fixtures: Gaussian-blob features, an .npz of them, config files, a
+generated CIFAR-100 folder in torchvision's on-disk format and a local ResNet-18 weights
+file. Every test gets its own empty feature cache (HEADBENCH_CACHE), never the user's."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,16 @@ from benchmarks.scenario import Scenario
 
 NUM_CLASSES = 6
 DIM = 16
+
+
+@pytest.fixture(autouse=True)
+def _private_feature_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Runs cache their features in a folder of the test's own, not ~/.cache/headbench."""
+    directory = tmp_path_factory.mktemp("headbench-cache")
+    monkeypatch.setenv("HEADBENCH_CACHE", str(directory))
+    return directory
 
 
 def make_blobs(
@@ -95,3 +108,104 @@ seeds = [0]
 @pytest.fixture
 def config_file(tmp_path: Path, blobs_npz: Path) -> Path:
     return write_config(tmp_path, blobs_npz)
+
+
+# ---------------------------------------------------------------------------------------
+# Image data: a CIFAR-100 folder in torchvision's exact format, and backbone weights
+
+CIFAR_TRAIN_PER_CLASS = 3
+CIFAR_TEST_PER_CLASS = 1
+
+
+def cifar_images(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, 3, 32, 32) and labels 0..99: class c is a colour plus noise."""
+    generator = np.random.RandomState(seed)
+    labels = np.repeat(np.arange(100), per_class)
+    colours = np.random.RandomState(100).randint(0, 256, size=(100, 3))
+    images = colours[labels][:, :, None, None] + generator.randint(
+        -40, 41, (len(labels), 3, 32, 32)
+    )
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+def write_cifar100(
+    root: Path,
+    train_per_class: int = CIFAR_TRAIN_PER_CLASS,
+    test_per_class: int = CIFAR_TEST_PER_CLASS,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`root/cifar-100-python/{train,test,meta}` as the real archive holds them: pickled
+    dicts with `data` (N, 3072) uint8 rows (1024 red, 1024 green, 1024 blue values, row
+    by row), `fine_labels`, `coarse_labels`, `filenames`, `batch_label`; `meta` with
+    `fine_label_names` and `coarse_label_names`. Returns the (images, labels) per split."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    splits = {
+        "train": cifar_images(train_per_class, seed=1),
+        "test": cifar_images(test_per_class, seed=2),
+    }
+    for split, (images, labels) in splits.items():
+        entry = {
+            "filenames": [f"image_{i:05d}.png" for i in range(len(labels))],
+            "batch_label": f"{split}ing batch 1 of 1",
+            "fine_labels": labels.tolist(),
+            "coarse_labels": (labels // 5).tolist(),
+            "data": images.reshape(len(images), 3072),
+        }
+        with open(folder / split, "wb") as handle:
+            pickle.dump(entry, handle, protocol=2)
+    meta = {
+        "fine_label_names": [f"class_{c:02d}" for c in range(100)],
+        "coarse_label_names": [f"superclass_{c:02d}" for c in range(20)],
+    }
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump(meta, handle, protocol=2)
+    return splits
+
+
+@pytest.fixture(scope="session")
+def cifar100_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding `cifar-100-python/`: 300 train and 100 test random 32x32 images."""
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar100(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def resnet18_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state dict of a randomly initialised torchvision ResNet-18 (seed 0), as a user's
+    local weights file would be."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18-random.pth"
+    torch.save(resnet18().state_dict(), path)
+    return path
+
+
+def write_cifar_config(
+    directory: Path, root: Path, backbone: str, extra: str = "", name: str = "cifar.toml"
+) -> Path:
+    """A CIFAR-100 config on the generated folder (no checksums), B50 Inc25, podnet order,
+    naive and ncm, one seed, one epoch; `backbone` is the body of the [backbone] table."""
+    text = f"""
+[dataset]
+name = "cifar100"
+root = "{root}"
+download = false
+verify_checksums = false
+[backbone]
+{backbone}
+[scenario]
+class_order = "podnet"
+initial_classes = 50
+increment = 25
+[training]
+epochs = 1
+seeds = [0]
+[strategies.naive]
+[strategies.ncm]
+{extra}
+"""
+    path = directory / name
+    path.write_text(text)
+    return path

@@ -61,3 +61,23 @@ def test_increment_that_does_not_cover_the_classes_lists_the_divisors():
 def test_a_first_experience_of_one_class_is_refused():
     with pytest.raises(UsageError, match="initial_classes = 1"):
         Scenario(list(range(4)), 1, 1)
+
+
+def test_named_order_icarl1993_is_numpy_seed_1993_on_100_classes():
+    numpy_order = np.random.RandomState(1993).permutation(100).tolist()
+    assert resolve_class_order("icarl1993", 100) == numpy_order
+    assert numpy_order[:4] == [68, 56, 78, 8]
+
+
+def test_named_order_podnet_is_the_explicit_icarl_list():
+    order = resolve_class_order("podnet", 100)
+    # PODNet's iCIFAR100.class_order (inclearn/lib/data/datasets.py) begins and ends so.
+    assert order[:10] == [87, 0, 52, 58, 44, 91, 68, 97, 51, 15]
+    assert order[-5:] == [55, 54, 26, 35, 39]
+    assert sorted(order) == list(range(100))
+    assert order != resolve_class_order("icarl1993", 100)
+
+
+def test_named_order_on_a_dataset_of_another_size_is_refused():
+    with pytest.raises(UsageError, match="'podnet' orders 100 classes .* this dataset has 10"):
+        resolve_class_order("podnet", 10)
