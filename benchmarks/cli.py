@@ -1,4 +1,5 @@
-"""The `headbench` command (also `python -m benchmarks`): run, report, list, cache.
+"""The `headbench` command (also `python -m benchmarks`): run, sweep, reproduce, report,
+list, cache.
 
 Bad input of any kind ends in one line on stderr and exit status 2, with nothing
 written; Ctrl-C keeps every finished run's record and exits with 130. A run whose loss
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from benchmarks.errors import UsageError
 from reports.options import add_arguments
 
 
@@ -55,6 +58,41 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-cache", action="store_true", help="compute features without reading or writing it"
     )
+
+    sweep = commands.add_parser(
+        "sweep", help="configs × grid × strategies × seeds; resumable, in N worker processes"
+    )
+    sweep.add_argument("configs", nargs="+", metavar="CONFIG", help="config files or names")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="values to sweep, e.g. strategies.ewc.lambda=100,1000 (repeatable: a product)",
+    )
+    for argument in ("--strategy", "--seeds", "--set", "--device", "--quiet", "--cache-dir"):
+        action = next(a for a in run._actions if argument in a.option_strings)
+        sweep._add_action(action)
+    sweep.add_argument("--out", required=True, help="results directory (shared by resumes)")
+    sweep.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default 1: in this process)"
+    )
+    sweep.add_argument(
+        "--retry-failed", action="store_true", help="run again the runs recorded as failed"
+    )
+
+    reproduce = commands.add_parser(
+        "reproduce", help="re-run recorded runs and report per-cell differences"
+    )
+    reproduce.add_argument("records", type=Path, help="a run record, or a results folder")
+    reproduce.add_argument(
+        "--tolerance",
+        type=float,
+        help="allowed |difference| per cell in points (default 0 on CPU, 1 for CUDA records)",
+    )
+    for argument in ("--device", "--quiet", "--cache-dir"):
+        action = next(a for a in run._actions if argument in a.option_strings)
+        reproduce._add_action(action)
 
     report = commands.add_parser(
         "report", help="tables, plots and an HTML report from a folder of run records"
@@ -125,6 +163,61 @@ def command_run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def command_sweep(args: argparse.Namespace) -> int:
+    from benchmarks import sweep
+    from benchmarks.progress import Progress
+    from reports.records import ReportError
+    from reports.report import build
+
+    settings = sweep.Settings(
+        tuple(args.strategy), args.seeds, args.device, args.out, args.cache_dir, args.retry_failed
+    )
+    try:
+        outcome = sweep.sweep(
+            args.configs, args.grid, args.overrides, settings, args.workers, Progress(args.quiet)
+        )
+    except KeyboardInterrupt:
+        written = len(list((Path(args.out) / "runs").glob("*.json")))
+        print(
+            f"headbench: interrupted; {written} run records in {args.out}/runs; run the same "
+            "command again to finish the missing runs",
+            file=sys.stderr,
+        )
+        return 130
+    try:
+        print(build(Path(args.out), []).summary)
+    except ReportError as error:
+        print(f"(no summary table: {error})")
+    if outcome.failures:
+        print("Failed runs (recorded in OUT/failed/, not in the table):")
+        print("".join(f"- {failure}\n" for failure in outcome.failures), end="")
+    held = f", {outcome.held} held by another process" if outcome.held else ""
+    print(
+        f"sweep: {outcome.total} runs; {outcome.done} runs done now, {outcome.already} already "
+        f"recorded, {len(outcome.failures)} failed{held}; records in {args.out}/runs/"
+    )
+    return 1 if outcome.failures else 0
+
+
+def command_reproduce(args: argparse.Namespace) -> int:
+    from benchmarks import reproduce
+    from benchmarks.progress import Progress
+
+    if args.tolerance is not None and not args.tolerance >= 0:
+        raise UsageError(f"--tolerance {args.tolerance} is not accepted; give points >= 0")
+    tolerance = None if args.tolerance is None else args.tolerance / 100
+    results = reproduce.reproduce(
+        reproduce.find_records(args.records),
+        args.device,
+        args.cache_dir,
+        tolerance,
+        Progress(args.quiet),
+    )
+    text, reproduced = reproduce.render(results)
+    print(text)
+    return 0 if reproduced else 1
+
+
 def command_list(args: argparse.Namespace) -> int:
     from benchmarks.listing import SECTIONS
 
@@ -168,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "cache":
             return command_cache(args)
+        if args.command == "sweep":
+            return command_sweep(args)
+        if args.command == "reproduce":
+            return command_reproduce(args)
         return command_run(args) if args.command == "run" else command_list(args)
     except (UsageError, HyperparameterError) as error:
         print(f"headbench: error: {error}", file=sys.stderr)

@@ -7,9 +7,11 @@ then trains every (strategy, seed) on them and writes one record per run atomica
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 import strategies
 from benchmarks import backbones, config, datasets, engine, store
@@ -99,6 +102,25 @@ def plan(
     # The file's tables pick the strategies; `--set strategies.X.KEY` only changes values.
     configured = list(raw.get("strategies", {}))
     raw = config.apply_overrides(raw, list(overrides), strategies.canonical_name)
+    out_dir = Path(out) if out else Path("results") / path.stem
+    return plan_config(
+        raw, path.stem, configured, requested, seeds, device, out_dir, cache_dir, use_cache
+    )
+
+
+def plan_config(
+    raw: dict[str, Any],
+    benchmark: str,
+    configured: list[str],
+    requested: list[str] = (),
+    seeds: str | None = None,
+    device: str = "auto",
+    out: Path = Path("results"),
+    cache_dir: str | None = None,
+    use_cache: bool = True,
+) -> Plan:
+    """`plan` from a config already read (a file with overrides, or a run record's)."""
+    raw = copy.deepcopy(raw)
     if seeds is not None:
         raw.setdefault("training", {})["seeds"] = config.parse_seeds(seeds)
     resolved = config.resolve(raw, named_options())
@@ -132,21 +154,27 @@ def plan(
                 f"head.kind = {head['kind']!r}; run it in a config with another head"
             )
     target = resolve_device(device)
-    out_dir = Path(out) if out else Path("results") / path.stem
     cache = None
     if use_cache and resolved["backbone"]["name"] != "identity":  # identity computes nothing
         cache = Cache(resolve_directory(cache_dir))  # --cache-dir, $HEADBENCH_CACHE, default
         cache.check_writable()
     return Plan(
-        path.stem, resolved, data, scenario, target, out_dir, cache.directory if cache else None
+        benchmark, resolved, data, scenario, target, out, cache.directory if cache else None
     )
 
 
-def code_version() -> dict[str, Any]:
+PACKAGES = ("torchvision", "scipy", "scikit-learn", "pandas", "avalanche-lib", "timm")
+
+
+def package_version(name: str) -> str | None:
     try:
-        package = version("headbench")
+        return version(name)
     except PackageNotFoundError:
-        package = None
+        return None
+
+
+def code_version() -> dict[str, Any]:
+    """The package version and, in a git checkout, the commit and whether it is dirty."""
     try:
         commit = (
             subprocess.run(
@@ -160,25 +188,151 @@ def code_version() -> dict[str, Any]:
         )
     except (OSError, subprocess.SubprocessError):
         commit = None
-    return {"headbench": package, "git": commit}
+    return {
+        "headbench": package_version("headbench"),
+        "git": commit,
+        "git_dirty": None if commit is None else commit.endswith("-dirty"),
+    }
 
 
 def environment(device: torch.device) -> dict[str, Any]:
+    """The run record's manifest of where a run ran: versions, platform, device, code."""
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
         "numpy": np.__version__,
+        "packages": {name: package_version(name) for name in PACKAGES},
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else platform.processor(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
         **code_version(),
     }
 
 
 def _hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Prepared:
+    """What every run on one benchmark shares: its features and targets on the device."""
+
+    features: backbones.Features
+    train_targets: Tensor  # (train,) arrival-order ids
+    test_targets: Tensor  # (test,)
+    fingerprint: str  # of the features
+    seconds: float  # to compute or load them
+    environment: dict[str, Any]
+
+
+def deterministic() -> None:
+    """Deterministic kernels for every run (cuBLAS needs its workspace set before use);
+    an op without a deterministic version warns instead of failing the run."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def prepare(plan: Plan, progress: Progress) -> Prepared:
+    """Compute the benchmark's features once (or read them from the feature cache)."""
+    deterministic()
+    data, scenario, device = plan.data, plan.scenario, plan.device
+    started = time.perf_counter()
+    cache = Cache(plan.cache_dir, progress.log) if plan.cache_dir is not None else None
+    features = backbones.extract(plan.config["backbone"], data, scenario, device, progress, cache)
+    seconds = time.perf_counter() - started
+    fingerprint = _hash(
+        [datasets.fingerprint(f.cpu().numpy()) for f in (features.train, features.test)]
+    )[:16]
+    progress.log(
+        f"features: backbone {plan.config['backbone']['name']} (dim {features.train.shape[1]}, "
+        f"{seconds:.1f} s, on {device}); reused by every run"
+    )
+    return Prepared(
+        features,
+        torch.from_numpy(scenario.remap(data.train_targets)).to(device),
+        torch.from_numpy(scenario.remap(data.test_targets)).to(device),
+        fingerprint,
+        seconds,
+        environment(device),
+    )
+
+
+def run_identity(plan: Plan, name: str, seed: int) -> tuple[str, dict[str, Any]]:
+    """(run id, the config that reruns exactly this run: one strategy, one seed).
+
+    The id hashes that config, the seed, the data and the code version, so one run has
+    one id in every `run`, `sweep` and `reproduce`.
+    """
+    shared = {key: value for key, value in plan.config.items() if key != "strategies"}
+    training = {**plan.config["training"], "seeds": [seed]}
+    run_config = {
+        **shared,
+        "training": training,
+        "strategies": {name: plan.config["strategies"][name]},
+    }
+    identity = {
+        "config": run_config,
+        "seed": seed,
+        "data": plan.data.fingerprint,
+        "code": package_version("headbench"),
+    }
+    return f"{name}-seed{seed}-{_hash(identity)[:12]}", run_config
+
+
+def run_one(plan: Plan, prepared: Prepared, name: str, seed: int) -> dict[str, Any]:
+    """Train and evaluate one (strategy, seed); its record. Raises what the run raises
+    (engine.TrainingDiverged when the loss diverges)."""
+    data, scenario = plan.data, plan.scenario
+    run_id, run_config = run_identity(plan, name, seed)
+    hyperparameters = plan.config["strategies"][name]
+    strategy = strategies.create(name, hyperparameters)
+    started = time.perf_counter()
+    features = prepared.features
+    result = engine.run(
+        strategy,
+        features.train,
+        prepared.train_targets,
+        features.test,
+        prepared.test_targets,
+        scenario,
+        plan.config["training"],
+        plan.config["head"]["bias"],
+        seed,
+        plan.config["head"]["kind"],
+    )
+    return {
+        "format": RECORD_FORMAT,
+        "run_id": run_id,
+        "benchmark": plan.benchmark,
+        "strategy": name,
+        "paper": type(strategy).paper,
+        "seed": seed,
+        "config": run_config,
+        "class_order": scenario.class_order,
+        "experiences": [scenario.original_classes(i) for i in range(scenario.num_experiences)],
+        "class_names": data.class_names,
+        "accuracy_matrix": result.accuracy_matrix,
+        "test_counts": result.test_counts,
+        "metrics": {  # strict JSON: null where a metric is undefined (one experience)
+            key: None if math.isnan(value) else value
+            for key, value in all_metrics(result.accuracy_matrix, result.test_counts).items()
+        },
+        "newest_share": result.newest_share,
+        "weight_norms": result.weight_norms,
+        "train_loss": result.train_loss,
+        "seconds": {
+            "features": prepared.seconds,
+            **result.seconds,
+            "run": time.perf_counter() - started,
+        },
+        "data_fingerprint": data.fingerprint,
+        "features_fingerprint": prepared.fingerprint,
+        "features_cache": features.cache,  # per split: entry digest, checksum, source
+        "environment": prepared.environment,
+    }
 
 
 def execute(plan: Plan, progress: Progress) -> tuple[list[dict], list[str], str]:
@@ -189,36 +343,20 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], list[str], str]
     """
     created = [path for path in (plan.out, plan.out / "runs") if not path.exists()]
     runs_dir = store.prepare_out(plan.out)
-    data, scenario, device = plan.data, plan.scenario, plan.device
+    data, scenario = plan.data, plan.scenario
     progress.log(
         f"dataset {plan.config['dataset']['name']}: {len(data.train_targets)} train / "
         f"{len(data.test_targets)} test samples, {data.num_classes} classes, "
         f"{scenario.num_experiences} experiences {scenario.experience_sizes}"
     )
-    started = time.perf_counter()
-    cache = Cache(plan.cache_dir, progress.log) if plan.cache_dir is not None else None
     try:
-        features = backbones.extract(
-            plan.config["backbone"], data, scenario, device, progress, cache
-        )
+        prepared = prepare(plan, progress)
     except (UsageError, KeyboardInterrupt):
         # Weights that cannot be downloaded, an interrupted extraction: no empty results.
         for path in reversed(created):
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
         raise
-    feature_seconds = time.perf_counter() - started
-    features_fingerprint = _hash(
-        [datasets.fingerprint(f.cpu().numpy()) for f in (features.train, features.test)]
-    )[:16]
-    progress.log(
-        f"features: backbone {plan.config['backbone']['name']} (dim {features.train.shape[1]}, "
-        f"{feature_seconds:.1f} s, on {device}); reused by every run"
-    )
-    train_targets = torch.from_numpy(scenario.remap(data.train_targets)).to(device)
-    test_targets = torch.from_numpy(scenario.remap(data.test_targets)).to(device)
-    env = environment(device)
-    shared = {key: value for key, value in plan.config.items() if key != "strategies"}
     jobs = [
         (name, seed)
         for name in plan.config["strategies"]
@@ -226,65 +364,12 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], list[str], str]
     ]
     records, failures = [], []
     for name, seed in progress.iterate(jobs, "runs", total=len(jobs)):
-        hyperparameters = plan.config["strategies"][name]
-        # The record's config reruns exactly this run: one strategy, one seed.
-        training = {**plan.config["training"], "seeds": [seed]}
-        run_config = {**shared, "training": training, "strategies": {name: hyperparameters}}
-        strategy = strategies.create(name, hyperparameters)
-        started = time.perf_counter()
         try:
-            result = engine.run(
-                strategy,
-                features.train,
-                train_targets,
-                features.test,
-                test_targets,
-                scenario,
-                plan.config["training"],
-                plan.config["head"]["bias"],
-                seed,
-                plan.config["head"]["kind"],
-            )
+            record = run_one(plan, prepared, name, seed)
         except engine.TrainingDiverged as error:
             failures.append(f"{name} seed {seed}: {error}")
             progress.log(f"failed: {failures[-1]}")
             continue
-        identity = {
-            "config": run_config,
-            "seed": seed,
-            "data": data.fingerprint,
-            "code": env["headbench"],
-        }
-        record = {
-            "format": RECORD_FORMAT,
-            "run_id": f"{name}-seed{seed}-{_hash(identity)[:12]}",
-            "benchmark": plan.benchmark,
-            "strategy": name,
-            "paper": type(strategy).paper,
-            "seed": seed,
-            "config": run_config,
-            "class_order": scenario.class_order,
-            "experiences": [scenario.original_classes(i) for i in range(scenario.num_experiences)],
-            "class_names": data.class_names,
-            "accuracy_matrix": result.accuracy_matrix,
-            "test_counts": result.test_counts,
-            "metrics": {  # strict JSON: null where a metric is undefined (one experience)
-                key: None if math.isnan(value) else value
-                for key, value in all_metrics(result.accuracy_matrix, result.test_counts).items()
-            },
-            "newest_share": result.newest_share,
-            "weight_norms": result.weight_norms,
-            "train_loss": result.train_loss,
-            "seconds": {
-                "features": feature_seconds,
-                **result.seconds,
-                "run": time.perf_counter() - started,
-            },
-            "data_fingerprint": data.fingerprint,
-            "features_fingerprint": features_fingerprint,
-            "features_cache": features.cache,  # per split: entry digest, checksum, source
-            "environment": env,
-        }
         store.write_record(runs_dir, record)
         records.append(record)
     summary = tables.summarise(records)

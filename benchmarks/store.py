@@ -1,7 +1,18 @@
-"""Run records on disk: OUT/runs/<run_id>.json, written atomically, and the summaries."""
+"""Run records on disk: OUT/runs/<run_id>.json, written atomically, and the summaries.
+
+Several processes (sweep workers, two sweeps on one OUT, machines on a shared
+filesystem) may run into the same run. A run is claimed before it starts by holding an
+exclusive `flock` on OUT/claims/<run_id>.lock, and published by renaming its finished
+record into OUT/runs/ while the lock is still held. The kernel drops the lock of a
+process that dies (even by SIGKILL), so a stale claim is recovered by the next claimant
+without any timeout; a claimant checks for the record after locking, so a run that was
+published meanwhile is never run twice. A run that raised is recorded in
+OUT/failed/<run_id>.json (error and traceback) instead.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -40,3 +51,59 @@ def write_record(runs: Path, record: dict[str, Any]) -> Path:
     path = runs / f"{record['run_id']}.json"
     atomic_write(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
     return path
+
+
+def record_path(out: Path, run_id: str) -> Path:
+    return out / "runs" / f"{run_id}.json"
+
+
+def failure_path(out: Path, run_id: str) -> Path:
+    return out / "failed" / f"{run_id}.json"
+
+
+class Claim:
+    """The exclusive right to run one run: an open, flock-ed file under OUT/claims/."""
+
+    def __init__(self, path: Path, descriptor: int) -> None:
+        self.path, self.descriptor = path, descriptor
+
+    def release(self) -> None:
+        """Remove the claim file, then drop the lock (in this order: see the module doc)."""
+        self.path.unlink(missing_ok=True)
+        os.close(self.descriptor)
+
+
+def claim(out: Path, run_id: str, retry_failed: bool = False) -> Claim | None:
+    """Claim a run; None when it is published, failed (unless retried) or held by a live
+    process. The caller runs it, publishes or records its failure, then releases."""
+    claims = out / "claims"
+    claims.mkdir(exist_ok=True)
+    path = claims / f"{run_id}.lock"
+    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    done = record_path(out, run_id).exists()
+    if not done and failure_path(out, run_id).exists():
+        done = not retry_failed
+    if done:
+        os.close(descriptor)  # leave the file: its holder may still be releasing it
+        return None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, json.dumps({"pid": os.getpid(), "host": os.uname().nodename}).encode())
+    return Claim(path, descriptor)
+
+
+def write_failure(out: Path, record: dict[str, Any]) -> Path:
+    """A failed run's record (error and traceback) in OUT/failed/; not read by reports."""
+    failed = out / "failed"
+    failed.mkdir(exist_ok=True)
+    path = failed / f"{record['run_id']}.json"
+    atomic_write(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
+    return path
+
+
+def clear_failure(out: Path, run_id: str) -> None:
+    failure_path(out, run_id).unlink(missing_ok=True)

@@ -1,0 +1,159 @@
+"""`headbench reproduce RECORD_OR_DIR`: re-run recorded runs and compare cell by cell.
+
+A record holds the resolved config of exactly one run (one strategy, one seed) and a
+manifest of where it ran. Re-running it here gives a new accuracy matrix; every cell
+that differs by more than the tolerance is listed, with the manifest entries that differ
+(package versions, code, device, data and feature fingerprints) to say why. Runs are
+deterministic on the CPU, so a CPU record reproduces exactly (tolerance 0). On CUDA,
+feature extraction under autocast and non-deterministic kernels may move predictions
+near a decision boundary: a CUDA record is compared with a tolerance of 1 percentage
+point per cell unless `--tolerance` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import run
+from benchmarks.errors import UsageError
+from benchmarks.progress import Progress
+
+CUDA_TOLERANCE = 0.01  # accuracy as a fraction: 1 percentage point
+
+
+def find_records(path: Path) -> list[Path]:
+    """A record file, or the records in DIR/runs/ (an --out folder) or in DIR itself."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        folder = path / "runs" if (path / "runs").is_dir() else path
+        found = sorted(folder.glob("*.json"))
+        if found:
+            return found
+        raise UsageError(f"{path}: no run records (*.json) in {folder}")
+    raise UsageError(f"{path} not found; give a run record (.json) or a results folder")
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path} cannot be read as a run record: {error}") from None
+    missing = [k for k in ("config", "seed", "strategy", "accuracy_matrix") if k not in record]
+    if missing:
+        raise UsageError(f"{path} is not a run record: it has no {', '.join(missing)}")
+    return record
+
+
+@dataclass
+class Comparison:
+    run_id: str
+    differences: list[str]  # "R[i][j]: recorded a, now b (+d)" beyond the tolerance
+    largest: float  # the largest absolute cell difference
+    manifest: list[str]  # "key: recorded → now" for manifest entries that differ
+
+
+def compare_matrices(recorded: list, now: list, tolerance: float) -> tuple[list[str], float]:
+    differences, largest = [], 0.0
+    for i, (old_row, new_row) in enumerate(zip(recorded, now, strict=True)):
+        for j, (old, new) in enumerate(zip(old_row, new_row, strict=True)):
+            if old is None or new is None:
+                if old != new:
+                    differences.append(f"R[{i}][{j}]: recorded {old}, now {new}")
+                continue
+            delta = new - old
+            largest = max(largest, abs(delta))
+            if abs(delta) > tolerance:
+                differences.append(
+                    f"R[{i}][{j}]: recorded {100 * old:.2f}, now {100 * new:.2f} "
+                    f"({100 * delta:+.2f})"
+                )
+    return differences, largest
+
+
+def _manifest(record: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
+    def flat(record: dict[str, Any]) -> dict[str, Any]:
+        environment = dict(record.get("environment", {}))
+        packages = environment.pop("packages", {}) or {}
+        environment.pop("device_name", None)
+        return {
+            **environment,
+            **{f"packages.{k}": v for k, v in packages.items()},
+            "data_fingerprint": record.get("data_fingerprint"),
+            "features_fingerprint": record.get("features_fingerprint"),
+        }
+
+    old, new = flat(record), flat(fresh)
+    return [
+        f"{key}: {old.get(key)} → {new.get(key)}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+
+
+def reproduce(
+    paths: list[Path],
+    device: str,
+    cache_dir: str | None,
+    tolerance: float | None,
+    progress: Progress,
+) -> list[tuple[Comparison, float]]:
+    """Re-run every record; (comparison, tolerance used) per record. Records on one
+    benchmark share one feature extraction."""
+    records = [_load(path) for path in paths]
+    prepared: dict[str, run.Prepared] = {}
+    results = []
+    for record in progress.iterate(records, "runs", total=len(records)):
+        raw = record["config"]
+        plan = run.plan_config(
+            raw,
+            record.get("benchmark", "reproduced"),
+            list(raw.get("strategies", {})),
+            device=device,
+            cache_dir=cache_dir,
+        )
+        key = json.dumps(
+            [plan.config[k] for k in ("dataset", "backbone", "scenario")] + [str(plan.device)],
+            sort_keys=True,
+        )
+        if key not in prepared:
+            prepared[key] = run.prepare(plan, progress)
+        fresh = run.run_one(plan, prepared[key], record["strategy"], record["seed"])
+        recorded_device = record.get("environment", {}).get("device", "cpu")
+        limit = tolerance
+        if limit is None:
+            limit = CUDA_TOLERANCE if "cuda" in (recorded_device, str(plan.device)) else 0.0
+        differences, largest = compare_matrices(
+            record["accuracy_matrix"], fresh["accuracy_matrix"], limit
+        )
+        run_id = record.get("run_id", fresh["run_id"])
+        results.append((Comparison(run_id, differences, largest, _manifest(record, fresh)), limit))
+    return results
+
+
+def render(results: list[tuple[Comparison, float]]) -> tuple[str, bool]:
+    """The report printed on stdout and whether every run reproduced."""
+    lines = []
+    for comparison, limit in results:
+        if comparison.differences:
+            lines.append(
+                f"{comparison.run_id}: {len(comparison.differences)} cells differ by more than "
+                f"{100 * limit:.2f} points (largest {100 * comparison.largest:.2f})"
+            )
+            lines += [f"  {difference}" for difference in comparison.differences]
+            lines += [f"  manifest differs: {entry}" for entry in comparison.manifest]
+        else:
+            exact = "identical" if comparison.largest == 0 else f"within {100 * limit:.2f} points"
+            lines.append(f"{comparison.run_id}: reproduced ({exact})")
+    reproduced = sum(not c.differences for c, _ in results)
+    every_exact = all(c.largest == 0 for c, _ in results)
+    total = len(results)
+    if reproduced == total:
+        detail = "every accuracy-matrix cell identical" if every_exact else "within tolerance"
+        lines.append(f"{reproduced} of {total} runs reproduced: {detail}")
+    else:
+        lines.append(f"{reproduced} of {total} runs reproduced; {total - reproduced} differ")
+    return "\n".join(lines), reproduced == total
