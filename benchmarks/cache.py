@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.errors import UsageError
+from reports.atomic import atomic_write_with
 
 CACHE_FORMAT = 1
 ENVIRONMENT_VARIABLE = "HEADBENCH_CACHE"
@@ -84,20 +85,6 @@ def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _atomic_save(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through `write(handle)` into a temporary file beside `path`, then rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -174,7 +161,7 @@ class Cache:
             "checksum": checksum,
             "tensors": stored,
         }
-        _atomic_save(path, lambda stream: torch.save(entry, stream))
+        atomic_write_with(path, lambda stream: torch.save(entry, stream))
         sidecar = {
             "key": key,
             "checksum": checksum,
@@ -182,7 +169,7 @@ class Cache:
             "created": time.time(),
         }
         text = json.dumps(sidecar, indent=1, sort_keys=True).encode()
-        _atomic_save(path.with_suffix(".json"), lambda stream: stream.write(text))
+        atomic_write_with(path.with_suffix(".json"), lambda stream: stream.write(text))
         return path.stem, checksum
 
     @staticmethod

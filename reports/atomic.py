@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it.
+def atomic_write_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write through `write(stream)` into a temporary file beside `path`, fsync, then
+    rename it over `path`.
 
     A crash or Ctrl-C leaves either the old file or the new one, never half of one. The
     file gets the usual permissions (mkstemp's 0600 would hide shared results).
@@ -20,10 +23,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         os.chmod(temporary, 0o666 & ~_UMASK)
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """`data` written atomically (see atomic_write_with)."""
+    atomic_write_with(path, lambda stream: stream.write(data))
