@@ -258,8 +258,8 @@ def _results(todo: list[Job], settings: Settings, workers: int):
         return
     context = multiprocessing.get_context("spawn")
     workers = min(workers, len(todo))
-    # N workers share the cores: oversubscribed torch threads slow small head updates
-    # several times over.
+    # N workers share the cores; oversubscribed torch threads slowed small head updates
+    # several times over on a busy machine.
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
