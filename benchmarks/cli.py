@@ -1,5 +1,5 @@
-"""The `headbench` command (also `python -m benchmarks`): run, sweep, reproduce, report,
-list, cache.
+"""The `headbench` command (also `python -m benchmarks`): run, sweep, tune, reproduce,
+report, list, cache.
 
 Bad input of any kind ends in one line on stderr and exit status 2, with nothing
 written; Ctrl-C keeps every finished run's record and exits with 130. A run whose loss
@@ -80,6 +80,39 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--retry-failed", action="store_true", help="run again the runs recorded as failed"
     )
+
+    tune = commands.add_parser(
+        "tune", help="choose hyperparameters on a validation split, then run them on test"
+    )
+    tune.add_argument("config", help="a config file or the name of a shipped config")
+    tune.add_argument("--strategy", required=True, metavar="NAME", help="the strategy to tune")
+    tune.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="values to try, e.g. strategies.ewc.lambda=100,1000 (repeatable: a product)",
+    )
+    tune.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.2,
+        help="share of each class's training samples held out (default 0.2)",
+    )
+    tune.add_argument("--validation-seed", type=int, default=0, help="seed of that split")
+    tune.add_argument(
+        "--criterion", default="final_accuracy", help="metric to optimise (default final_accuracy)"
+    )
+    tune.add_argument(
+        "--first-experiences",
+        type=int,
+        metavar="K",
+        help="tune on the first K experiences only (Chaudhry et al. 2019)",
+    )
+    for argument in ("--seeds", "--set", "--device", "--quiet", "--cache-dir"):
+        action = next(a for a in run._actions if argument in a.option_strings)
+        tune._add_action(action)
+    tune.add_argument("--out", required=True, help="results directory")
 
     reproduce = commands.add_parser(
         "reproduce", help="re-run recorded runs and report per-cell differences"
@@ -199,6 +232,33 @@ def command_sweep(args: argparse.Namespace) -> int:
     return 1 if outcome.failures else 0
 
 
+def command_tune(args: argparse.Namespace) -> int:
+    from benchmarks import sweep, tune
+    from benchmarks.progress import Progress
+    from reports.metrics import METRICS
+    from reports.report import build, selection_note
+
+    settings = sweep.Settings(
+        (args.strategy,), args.seeds, args.device, args.out, args.cache_dir, False
+    )
+    protocol = tune.Protocol(
+        args.validation_fraction, args.validation_seed, args.criterion, args.first_experiences
+    )
+    scores, chosen, records = tune.tune(
+        args.config, args.strategy, args.grid, args.overrides, protocol, settings,
+        Progress(args.quiet),
+    )  # fmt: skip
+    better = "higher" if METRICS[protocol.criterion][1] else "lower"
+    print(f"validation ({protocol.criterion}, mean over seeds; {better} is better):")
+    for point, value in scores:
+        mark = "  <- chosen" if point == chosen else ""
+        shown = "diverged" if value != value else f"{100 * value:.2f}"
+        print(f"  {' '.join(point)}: {shown}{mark}")
+    print(f"{args.strategy}: {selection_note(records[0]['selection'])}\n")
+    print(build(Path(args.out), []).summary)
+    return 0
+
+
 def command_reproduce(args: argparse.Namespace) -> int:
     from benchmarks import reproduce
     from benchmarks.progress import Progress
@@ -265,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             return command_sweep(args)
         if args.command == "reproduce":
             return command_reproduce(args)
+        if args.command == "tune":
+            return command_tune(args)
         return command_run(args) if args.command == "run" else command_list(args)
     except (UsageError, HyperparameterError) as error:
         print(f"headbench: error: {error}", file=sys.stderr)

@@ -9,6 +9,7 @@ written; the command line prints it as one `headbench: error:` line and exits wi
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -104,7 +105,28 @@ def seed_notes(benchmark: Benchmark) -> list[str]:
                 f"{benchmark.label} (missing or failed: seed {', '.join(map(str, missing))}); "
                 "its statistics are over the seeds it has."
             )
+        selections = {
+            json.dumps(run.record["selection"], sort_keys=True)
+            for run in variant.runs
+            if "selection" in run.record
+        }
+        notes += [f"{variant.label}: {selection_note(json.loads(s))}." for s in sorted(selections)]
     return notes + benchmark.notes
+
+
+def selection_note(selection: dict) -> str:
+    """How `headbench tune` chose a variant's hyperparameters, in one sentence."""
+    scope = (
+        f"the first {selection['first_experiences']} experiences"
+        if selection.get("first_experiences")
+        else "all experiences"
+    )
+    return (
+        f"{selection['chosen']} chosen by {selection['criterion']} on a validation split of "
+        f"{100 * selection['validation_fraction']:g}% of the training data (split seed "
+        f"{selection['validation_seed']}, {scope}, mean over seeds {selection['seeds']}), "
+        "not on the test set"
+    )
 
 
 @dataclass

@@ -1,0 +1,174 @@
+"""`headbench tune`: choose hyperparameters on a validation split, then test the choice.
+
+Tuning on the test set is the field's most common sin. Here every grid point is scored
+on a validation split held out from the training data (a stratified fraction of each
+class, fixed by its own seed), optionally on the first k experiences only (the protocol of
+Chaudhry et al., "Efficient Lifelong Learning with A-GEM", ICLR 2019: tune on the first
+tasks, then evaluate on the whole stream), averaged over the seeds. The best point by
+the criterion (ties: the first in grid order) then runs on the test split over the same
+seeds, and each of its records states how it was chosen (`selection`).
+
+The backbone is the benchmark's own (features are computed once, from the whole training
+split); a `base-task` backbone has therefore seen the validation samples of the base
+classes during its training, as it has seen every training sample.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import strategies
+from benchmarks import engine, run, store, sweep
+from benchmarks.errors import UsageError
+from benchmarks.progress import Progress
+from benchmarks.scenario import Scenario
+from reports.metrics import METRICS, all_metrics
+
+
+@dataclass(frozen=True)
+class Protocol:
+    fraction: float  # of each class's training samples held out for validation
+    split_seed: int
+    criterion: str  # a METRICS key
+    first_experiences: int | None  # tune on the first k experiences only
+
+
+def validation_split(targets: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask of held-out training samples: round(fraction · n_c) of each class
+    (at least one, and at least one left to train on), drawn by RandomState(seed)."""
+    generator = np.random.RandomState(seed)
+    held_out = np.zeros(len(targets), dtype=bool)
+    for label in np.unique(targets):
+        members = generator.permutation(np.flatnonzero(targets == label))
+        count = min(max(1, round(fraction * len(members))), len(members) - 1)
+        held_out[members[:count]] = True
+    return held_out
+
+
+def _check(protocol: Protocol, num_experiences: int) -> None:
+    if not 0 < protocol.fraction < 1:
+        raise UsageError(
+            f"--validation-fraction {protocol.fraction} is not accepted; use a value in (0, 1)"
+        )
+    if protocol.criterion not in METRICS:
+        raise UsageError(
+            f"--criterion {protocol.criterion!r} is not accepted; use one of {list(METRICS)}"
+        )
+    k = protocol.first_experiences
+    if k is not None and not 2 <= k <= num_experiences:
+        raise UsageError(
+            f"--first-experiences {k} is not accepted; use 2..{num_experiences} (the "
+            "benchmark's experiences; one experience has no forgetting to tune against)"
+        )
+
+
+def score(plan: run.Plan, prepared: run.Prepared, protocol: Protocol) -> dict[str, float]:
+    """The criterion on the validation split for each seed, keyed by seed."""
+    targets = prepared.train_targets.cpu().numpy()
+    held_out = torch.from_numpy(validation_split(targets, protocol.fraction, protocol.split_seed))
+    scenario = plan.scenario
+    num_experiences = protocol.first_experiences or scenario.num_experiences
+    num_classes = scenario.boundaries[num_experiences]
+    kept = prepared.train_targets.cpu() < num_classes
+    train, valid = kept & ~held_out, kept & held_out
+    device = prepared.features.train.device
+    train, valid = train.to(device), valid.to(device)
+    features, all_targets = prepared.features.train, prepared.train_targets
+    truncated = Scenario(list(range(num_classes)), scenario.initial_classes, scenario.increment)
+    (name,) = plan.config["strategies"]
+    scores = {}
+    for seed in plan.config["training"]["seeds"]:
+        result = engine.run(
+            strategies.create(name, plan.config["strategies"][name]),
+            features[train],
+            all_targets[train],
+            features[valid],
+            all_targets[valid],
+            truncated,
+            plan.config["training"],
+            plan.config["head"]["bias"],
+            seed,
+            plan.config["head"]["kind"],
+        )
+        scores[str(seed)] = all_metrics(result.accuracy_matrix, result.test_counts)[
+            protocol.criterion
+        ]
+    return scores
+
+
+def tune(
+    config_name: str,
+    strategy: str,
+    grids: list[str],
+    overrides: list[str],
+    protocol: Protocol,
+    settings: sweep.Settings,
+    progress: Progress,
+) -> tuple[list[tuple[tuple[str, ...], float]], tuple[str, ...], list[dict[str, Any]]]:
+    """Score every grid point on validation, run the best on test; returns the scores
+    (point, mean over seeds), the chosen point and the test records written."""
+    points = sweep.grid_points(grids)
+    plans = [
+        run.plan(
+            config_name,
+            [*overrides, *point],
+            [strategy],
+            settings.seeds,
+            settings.device,
+            settings.out,
+            settings.cache_dir,
+        )
+        for point in points
+    ]
+    _check(protocol, plans[0].scenario.num_experiences)
+    out = Path(settings.out)
+    store.prepare_out(out)
+    prepared = run.prepare(plans[0], progress)  # the grid varies the strategy and training
+    higher_is_better = METRICS[protocol.criterion][1]
+    scores = []
+    for point, plan in progress.iterate(list(zip(points, plans, strict=True)), "validation"):
+        if _features_key(plan) != _features_key(plans[0]):
+            prepared = run.prepare(plan, progress)
+        try:
+            per_seed = score(plan, prepared, protocol)
+            mean = float(np.mean(list(per_seed.values())))
+        except engine.TrainingDiverged as error:
+            progress.log(f"validation: {' '.join(point)} diverged ({error})")
+            mean = math.nan
+        scores.append((point, mean))
+    finite = [(p, s) for p, s in scores if math.isfinite(s)]
+    if not finite:
+        raise UsageError("every grid point diverged on the validation split; widen the grid")
+    pick = max if higher_is_better else min
+    chosen = pick(finite, key=lambda item: item[1])[0]  # max/min keep the first of ties
+    plan = plans[points.index(chosen)]
+    if _features_key(plan) != _features_key(plans[0]):
+        prepared = run.prepare(plan, progress)
+    selection = {
+        "method": "grid search on a validation split of the training data",
+        "validation_fraction": protocol.fraction,
+        "validation_seed": protocol.split_seed,
+        "criterion": protocol.criterion,
+        "first_experiences": protocol.first_experiences,
+        "seeds": plan.config["training"]["seeds"],
+        # strict JSON: null for a point that diverged
+        "scores": {" ".join(p): None if math.isnan(v) else v for p, v in scores},
+        "chosen": " ".join(chosen),
+    }
+    records = []
+    for seed in plan.config["training"]["seeds"]:
+        record = run.run_one(plan, prepared, strategy, seed)
+        record["selection"] = selection
+        store.write_record(out / "runs", record)
+        records.append(record)
+    return scores, chosen, records
+
+
+def _features_key(plan: run.Plan) -> str:
+    return repr([plan.config[k] for k in ("dataset", "backbone", "scenario")])
