@@ -80,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--retry-failed", action="store_true", help="run again the runs recorded as failed"
     )
+    sweep.add_argument(
+        "--executor",
+        default="local",
+        choices=("local", "ray"),
+        help="local worker processes (default) or tasks on a Ray cluster (pip extra 'ray')",
+    )
+    sweep.add_argument(
+        "--address", default="auto", help="the Ray cluster (default auto: the running one)"
+    )
+    sweep.add_argument(
+        "--gpus-per-run",
+        type=float,
+        help="Ray: GPU fraction per run (default 1/8 where the cluster has GPUs, else 0)",
+    )
 
     tune = commands.add_parser(
         "tune", help="choose hyperparameters on a validation split, then run them on test"
@@ -206,8 +220,9 @@ def command_sweep(args: argparse.Namespace) -> int:
         tuple(args.strategy), args.seeds, args.device, args.out, args.cache_dir, args.retry_failed
     )
     try:
+        executor = sweep.Executor(args.executor, args.workers, args.address, args.gpus_per_run)
         outcome = sweep.sweep(
-            args.configs, args.grid, args.overrides, settings, args.workers, Progress(args.quiet)
+            args.configs, args.grid, args.overrides, settings, executor, Progress(args.quiet)
         )
     except KeyboardInterrupt:
         written = len(list((Path(args.out) / "runs").glob("*.json")))

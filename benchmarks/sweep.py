@@ -134,7 +134,9 @@ _PLANS: dict[tuple, run.Plan] = {}
 _PREPARED: dict[str, run.Prepared] = {}
 
 
-def _prepared(job: Job, settings: Settings) -> tuple[run.Plan, run.Prepared]:
+def _prepared(
+    job: Job, settings: Settings, features: run.Prepared | None = None
+) -> tuple[run.Plan, run.Prepared]:
     key = (job.config, job.overrides)
     if key not in _PLANS:
         _PLANS[key] = run.plan(
@@ -151,20 +153,23 @@ def _prepared(job: Job, settings: Settings) -> tuple[run.Plan, run.Prepared]:
         [plan.config[k] for k in ("dataset", "backbone", "scenario")] + [str(plan.device)],
         sort_keys=True,
     )
-    if features_key not in _PREPARED:
+    if features is not None:
+        _PREPARED[features_key] = features
+    elif features_key not in _PREPARED:
         _PREPARED[features_key] = run.prepare(plan, Progress(quiet=True))
     return plan, _PREPARED[features_key]
 
 
-def run_job(job: Job, settings: Settings) -> tuple[str, str]:
+def run_job(job: Job, settings: Settings, features: run.Prepared | None = None) -> tuple[str, str]:
     """Run one job unless it is done or held elsewhere: (run_id, "done" | "skipped" |
-    "failed: ..."). Exceptions of the run are recorded, not raised."""
+    "failed: ..."). Exceptions of the run are recorded, not raised. `features`: the
+    benchmark's, when the executor ships them (Ray's object store)."""
     out = Path(settings.out)
     claim = store.claim(out, job.run_id, settings.retry_failed)
     if claim is None:
         return job.run_id, "skipped"
     try:
-        plan, prepared = _prepared(job, settings)
+        plan, prepared = _prepared(job, settings, features)
         try:
             record = run.run_one(plan, prepared, job.strategy, job.seed)
         except Exception as error:  # recorded and reported; the sweep goes on
@@ -214,17 +219,30 @@ class Outcome:
     failures: list[str] = field(default_factory=list)  # "run_id: error", this sweep's
 
 
+@dataclass(frozen=True)
+class Executor:
+    """Where runs go: "local" (N processes here) or "ray" (tasks on a Ray cluster)."""
+
+    kind: str = "local"
+    workers: int = 1
+    address: str = "auto"
+    gpus_per_run: float | None = None  # Ray: None = 1/8 where the cluster has GPUs
+
+
 def sweep(
     configs: list[str],
     grids: list[str],
     overrides: list[str],
     settings: Settings,
-    workers: int,
+    executor: Executor,
     progress: Progress,
 ) -> Outcome:
     """Run every missing run of the sweep and count what happened."""
+    workers = executor.workers
     if workers < 1:
         raise UsageError(f"--workers {workers}: accepted: 1 or more")
+    if executor.gpus_per_run is not None and not 0 <= executor.gpus_per_run <= 1:
+        raise UsageError(f"--gpus-per-run {executor.gpus_per_run}: accepted: 0..1")
     jobs = expand(configs, grids, overrides, settings)
     out = Path(settings.out)
     store.prepare_out(out)
@@ -232,14 +250,24 @@ def sweep(
     failed = {p.stem for p in (out / "failed").glob("*.json")}
     finished = published | (set() if settings.retry_failed else failed)
     todo = [job for job in jobs if job.run_id not in finished]
+    where = (
+        f"Ray at {executor.address}"
+        if executor.kind == "ray"
+        else f"{workers} worker{'s' if workers > 1 else ''}"
+    )
     progress.log(
         f"sweep: {len(jobs)} runs; {len(jobs) - len(todo)} already recorded in {out}, "
-        f"{len(todo)} to run on {workers} worker{'s' if workers > 1 else ''}"
+        f"{len(todo)} to run on {where}"
     )
-    if workers > 1 and todo:
-        _fill_feature_cache(todo, settings, progress)
+    if executor.kind == "ray":
+        from benchmarks.ray_executor import ray_results
+
+        results = ray_results(todo, settings, executor, _prepare_groups(todo, settings))
+    else:
+        if workers > 1 and todo:
+            _fill_feature_cache(todo, settings, progress)
+        results = _results(todo, settings, workers)
     outcome = Outcome(len(jobs), len(jobs) - len(todo))
-    results = _results(todo, settings, workers)
     for run_id, status in progress.iterate(results, "runs", total=len(todo)):
         if status == "done":
             outcome.done += 1
@@ -272,6 +300,14 @@ def _results(todo: list[Job], settings: Settings, workers: int):
             for future in futures:
                 future.cancel()
             raise
+
+
+def _prepare_groups(todo: list[Job], settings: Settings) -> dict[tuple, run.Prepared]:
+    """(config, overrides) -> its benchmark's features, each computed or loaded once."""
+    groups = {}
+    for job in {(job.config, job.overrides): job for job in todo}.values():
+        groups[(job.config, job.overrides)] = _prepared(job, settings)[1]
+    return groups
 
 
 def _fill_feature_cache(todo: list[Job], settings: Settings, progress: Progress) -> None:
