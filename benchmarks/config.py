@@ -59,7 +59,11 @@ FIXED_SECTIONS: dict[str, dict[str, Option]] = {
         "bias": Option(True, bool, "the head's bias vector (see README: it decides much)"),
     },
     "scenario": {
-        "class_order": Option("seed:1993", (str, list), '"identity", "seed:N" or [ids...]'),
+        "class_order": Option(
+            "seed:1993",
+            (str, list),
+            '"identity", "seed:N", "icarl1993" or "podnet" (CIFAR-100) or [ids...]',
+        ),
         "initial_classes": Option(10, int, "B: classes in the first experience", minimum=2),
         "increment": Option(10, int, "classes per later experience", minimum=1),
     },
