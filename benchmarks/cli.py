@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2",
         help="values to sweep, e.g. strategies.ewc.lambda=100,1000 (repeatable: a product)",
     )
-    for argument in ("--strategy", "--seeds", "--set", "--device", "--quiet", "--cache-dir"):
-        action = next(a for a in run._actions if argument in a.option_strings)
-        sweep._add_action(action)
+    _share_options(
+        run, sweep, ("--strategy", "--seeds", "--set", "--device", "--quiet", "--cache-dir")
+    )
     sweep.add_argument("--out", required=True, help="results directory (shared by resumes)")
     sweep.add_argument(
         "--workers", type=int, default=1, help="worker processes (default 1: in this process)"
@@ -123,9 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="tune on the first K experiences only (Chaudhry et al. 2019)",
     )
-    for argument in ("--seeds", "--set", "--device", "--quiet", "--cache-dir"):
-        action = next(a for a in run._actions if argument in a.option_strings)
-        tune._add_action(action)
+    _share_options(run, tune, ("--seeds", "--set", "--device", "--quiet", "--cache-dir"))
     tune.add_argument("--out", required=True, help="results directory")
 
     reproduce = commands.add_parser(
@@ -137,9 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="allowed |difference| per cell in points (default 0 on CPU, 1 for CUDA records)",
     )
-    for argument in ("--device", "--quiet", "--cache-dir"):
-        action = next(a for a in run._actions if argument in a.option_strings)
-        reproduce._add_action(action)
+    _share_options(run, reproduce, ("--device", "--quiet", "--cache-dir"))
 
     report = commands.add_parser(
         "report", help="tables, plots and an HTML report from a folder of run records"
@@ -168,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
                 help="only entries not used for more than DAYS days (fractions accepted)",
             )
     return parser
+
+
+def _share_options(
+    source: argparse.ArgumentParser, target: argparse.ArgumentParser, options: tuple[str, ...]
+) -> None:
+    """Give `target` the same options as `source` (one definition, one help text)."""
+    for option in options:
+        target._add_action(next(a for a in source._actions if option in a.option_strings))
 
 
 def _days(text: str) -> float:

@@ -115,10 +115,7 @@ def reproduce(
             device=device,
             cache_dir=cache_dir,
         )
-        key = json.dumps(
-            [plan.config[k] for k in ("dataset", "backbone", "scenario")] + [str(plan.device)],
-            sort_keys=True,
-        )
+        key = run.features_key(plan)
         if key not in prepared:
             prepared[key] = run.prepare(plan, progress)
         fresh = run.run_one(plan, prepared[key], record["strategy"], record["seed"])

@@ -260,6 +260,12 @@ def prepare(plan: Plan, progress: Progress) -> Prepared:
     )
 
 
+def features_key(plan: Plan) -> str:
+    """What determines a plan's features: runs with equal keys can share one `prepare`."""
+    tables = [plan.config[section] for section in ("dataset", "backbone", "scenario")]
+    return json.dumps([*tables, str(plan.device)], sort_keys=True)
+
+
 def run_identity(plan: Plan, name: str, seed: int) -> tuple[str, dict[str, Any]]:
     """(run id, the config that reruns exactly this run: one strategy, one seed).
 

@@ -98,9 +98,8 @@ def claim(out: Path, run_id: str, retry_failed: bool = False) -> Claim | None:
 
 def write_failure(out: Path, record: dict[str, Any]) -> Path:
     """A failed run's record (error and traceback) in OUT/failed/; not read by reports."""
-    failed = out / "failed"
-    failed.mkdir(exist_ok=True)
-    path = failed / f"{record['run_id']}.json"
+    path = failure_path(out, record["run_id"])
+    path.parent.mkdir(exist_ok=True)
     atomic_write(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
     return path
 

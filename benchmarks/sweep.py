@@ -16,7 +16,6 @@ for every run on that benchmark.
 from __future__ import annotations
 
 import itertools
-import json
 import multiprocessing
 import os
 import re
@@ -149,10 +148,7 @@ def _prepared(
             settings.cache_dir,
         )
     plan = _PLANS[key]
-    features_key = json.dumps(
-        [plan.config[k] for k in ("dataset", "backbone", "scenario")] + [str(plan.device)],
-        sort_keys=True,
-    )
+    features_key = run.features_key(plan)
     if features is not None:
         _PREPARED[features_key] = features
     elif features_key not in _PREPARED:
@@ -313,8 +309,7 @@ def _prepare_groups(todo: list[Job], settings: Settings) -> dict[tuple, run.Prep
 def _fill_feature_cache(todo: list[Job], settings: Settings, progress: Progress) -> None:
     """Load or compute each benchmark's features once here, so that workers find them in
     the feature cache instead of all computing them at once."""
-    for job in {(job.config, job.overrides): job for job in todo}.values():
-        _prepared(job, settings)
+    _prepare_groups(todo, settings)
     _PLANS.clear()  # the parent keeps no tensors while the workers run
     _PREPARED.clear()
     progress.log("features: ready for every benchmark of the sweep")

@@ -133,7 +133,7 @@ def tune(
     higher_is_better = METRICS[protocol.criterion][1]
     scores = []
     for point, plan in progress.iterate(list(zip(points, plans, strict=True)), "validation"):
-        if _features_key(plan) != _features_key(plans[0]):
+        if run.features_key(plan) != run.features_key(plans[0]):
             prepared = run.prepare(plan, progress)
         try:
             per_seed = score(plan, prepared, protocol)
@@ -148,7 +148,7 @@ def tune(
     pick = max if higher_is_better else min
     chosen = pick(finite, key=lambda item: item[1])[0]  # max/min keep the first of ties
     plan = plans[points.index(chosen)]
-    if _features_key(plan) != _features_key(plans[0]):
+    if run.features_key(plan) != run.features_key(plans[0]):
         prepared = run.prepare(plan, progress)
     selection = {
         "method": "grid search on a validation split of the training data",
@@ -168,7 +168,3 @@ def tune(
         store.write_record(out / "runs", record)
         records.append(record)
     return scores, chosen, records
-
-
-def _features_key(plan: run.Plan) -> str:
-    return repr([plan.config[k] for k in ("dataset", "backbone", "scenario")])
