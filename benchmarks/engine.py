@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from benchmarks.scenario import Scenario
 from strategies import Experience, Head, Strategy
@@ -70,95 +72,209 @@ def run(
 
     Same inputs and seed on the CPU give a byte-identical accuracy matrix.
     """
-    device = train_features.device
-    torch.manual_seed(seed)  # head initialisation and memory draws use the global CPU generator
-    shuffle = torch.Generator().manual_seed(seed)
-    head = make_head(head_kind, train_features.shape[1], bias).to(device)
-    strategy.to(device)
-    boundaries = scenario.boundaries
-    num_experiences = scenario.num_experiences
+    data = (train_features, train_targets, test_features, test_targets)
+    return run_seeds([strategy], *data, scenario, training, bias, [seed], head_kind)[0]
+
+
+def run_seeds(
+    strategies: list[Strategy],
+    train_features: Tensor,
+    train_targets: Tensor,
+    test_features: Tensor,
+    test_targets: Tensor,
+    scenario: Scenario,
+    training: dict[str, Any],
+    bias: bool,
+    seeds: list[int],
+    head_kind: str = "linear",
+) -> list[RunResult]:
+    """`run` for several seeds of one strategy (one fresh instance per seed, same config),
+    with the minibatch loops of all seeds trained as one batched computation.
+
+    Hooks and evaluation run per seed, each on its own random stream (as `run` seeds it).
+    Each experience's head training runs once for all seeds (`batched_train_loop`:
+    `torch.func.vmap` over the seeds' stacked heads and strategy buffers) when the seeds'
+    training sets have equal sizes and the strategies agree on every attribute their
+    loss may read other than buffers (`class_weights`, `num_old`, ...); otherwise, and
+    for calibration stages, seed after seed. Gradients and optimizer steps are per seed,
+    so on the CPU every seed's accuracy matrix equals `run`'s bit for bit (tested); the
+    mean training loss may differ in its last bits (the batched reduction sums in
+    another order). The gain is per-step overhead shared by S seeds: large on a GPU,
+    small on a few CPU cores where the batched step is compute-bound (README, Speed).
+    """
+    if len(strategies) != len(seeds):
+        raise ValueError(f"{len(strategies)} strategies for {len(seeds)} seeds")
+    if len({type(strategy) for strategy in strategies}) > 1:
+        raise ValueError("run_seeds takes instances of one strategy, one per seed")
+    runs = [
+        _SeedRun(strategy, seed, train_features.shape[1], bias, head_kind, train_features.device)
+        for strategy, seed in zip(strategies, seeds, strict=True)
+    ]
     experience_of_class = torch.repeat_interleave(
-        torch.arange(num_experiences, device=device),
-        torch.tensor(scenario.experience_sizes, device=device),
+        torch.arange(scenario.num_experiences, device=train_features.device),
+        torch.tensor(scenario.experience_sizes, device=train_features.device),
     )  # (classes,)
     test_experience = experience_of_class[test_targets]  # (test,)
-    test_counts = torch.bincount(test_experience, minlength=num_experiences).tolist()
+    test_counts = torch.bincount(test_experience, minlength=scenario.num_experiences).tolist()
     if 0 in test_counts:
         raise ValueError(f"an experience has no test samples: test counts {test_counts}")
-    rows, shares, norms, losses = [], [], [], []
-    train_seconds = eval_seconds = 0.0
+    strategy = strategies[0]
 
-    for index in range(num_experiences):
+    for index in range(scenario.num_experiences):
         started = time.perf_counter()
-        num_old, num_seen = boundaries[index], boundaries[index + 1]
+        sets = [r.begin(index, scenario, train_features, train_targets, training) for r in runs]
+        losses: list[float | None] = [None] * len(runs)
+        if strategy.trains_head:
+            orders = [
+                [
+                    epoch_order(targets, training.get("sampling", "uniform"), r.shuffle)
+                    for _ in range(training["epochs"])
+                ]
+                for r, (_, targets) in zip(runs, sets, strict=True)
+            ]
+            if len(runs) > 1 and batchable(runs, sets, orders):
+                losses = batched_train_loop(runs, sets, orders, training)
+            else:
+                losses = [
+                    train_loop(
+                        list(r.head.parameters()),
+                        r.objective,
+                        r.strategy.after_update if _overrides(strategy, "after_update") else None,
+                        r.head,
+                        features,
+                        targets,
+                        training,
+                        order,
+                    )
+                    for r, (features, targets), order in zip(runs, sets, orders, strict=True)
+                ]
+        elapsed = (time.perf_counter() - started) / len(runs)
+        for r, loss in zip(runs, losses, strict=True):
+            r.seconds["train"] += elapsed
+            r.finish(index, loss, training, test_features, test_targets, test_experience, scenario)
+            r.losses.append(loss)
+    return [r.result(test_counts) for r in runs]
+
+
+class _SeedRun:
+    """One seed's strategy, head, random streams and results, experience by experience."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        seed: int,
+        dim: int,
+        bias: bool,
+        head_kind: str,
+        device: torch.device,
+    ) -> None:
+        self.strategy = strategy
+        # Head initialisation and memory draws use the global CPU generator, seeded per
+        # run; each seed's state is swapped in around its hooks (`own_stream`).
+        torch.manual_seed(seed)
+        self.random_state = torch.get_rng_state()
+        self.shuffle = torch.Generator().manual_seed(seed)  # minibatch orders
+        with self.own_stream():
+            self.head = make_head(head_kind, dim, bias).to(device)
+        strategy.to(device)
+        self.rows: list[list[float | None]] = []
+        self.shares: list[float] = []
+        self.norms: list[list[float]] = []
+        self.losses: list[float | None] = []
+        self.seconds = {"train": 0.0, "evaluate": 0.0}
+
+    @contextmanager
+    def own_stream(self) -> Iterator[None]:
+        torch.set_rng_state(self.random_state)
+        try:
+            yield
+        finally:
+            self.random_state = torch.get_rng_state()
+
+    def objective(self, features: Tensor, targets: Tensor) -> Tensor:
+        return self.strategy.loss(self.head(features), targets, features, self.head)
+
+    def begin(
+        self,
+        index: int,
+        scenario: Scenario,
+        train_features: Tensor,
+        train_targets: Tensor,
+        training: dict[str, Any],
+    ) -> tuple[Tensor, Tensor]:
+        """Grow the head and run the hooks before training; returns the training set."""
+        strategy = self.strategy
+        num_old, num_seen = scenario.boundaries[index], scenario.boundaries[index + 1]
         first = 0 if strategy.trains_on_all_seen else num_old
         selected = (train_targets >= first) & (train_targets < num_seen)
         features, targets = train_features[selected], train_targets[selected]  # (n, dim), (n,)
-        experience = Experience(index, num_old, num_seen, features, targets)
+        self.experience = Experience(index, num_old, num_seen, features, targets)
+        with self.own_stream():
+            strategy.expand(self.head, num_seen - num_old)
+            features, targets = strategy.training_set(self.experience)  # (n', dim), (n',)
+            strategy.class_weights = class_weights(targets, num_seen, training)
+            strategy.before_experience(self.head, self.experience)
+        return features, targets
 
-        strategy.expand(head, num_seen - num_old)
-        features, targets = strategy.training_set(experience)  # (n', dim), (n',)
-        strategy.class_weights = class_weights(targets, num_seen, training)
-        strategy.before_experience(head, experience)
-        mean_loss = None
-        if strategy.trains_head:
-            mean_loss = train_loop(
-                list(head.parameters()),
-                lambda batch_features, batch_targets: strategy.loss(
-                    head(batch_features), batch_targets, batch_features, head
-                ),
-                strategy.after_update if _overrides(strategy, "after_update") else None,
-                head,
-                features,
-                targets,
-                training,
-                training["epochs"],
-                training.get("sampling", "uniform"),
-                shuffle,
-            )
+    def finish(
+        self,
+        index: int,
+        mean_loss: float | None,
+        training: dict[str, Any],
+        test_features: Tensor,
+        test_targets: Tensor,
+        test_experience: Tensor,
+        scenario: Scenario,
+    ) -> None:
+        """The hooks after training, any calibration stage, the memory, and row `index`."""
+        strategy, head, experience = self.strategy, self.head, self.experience
+        started = time.perf_counter()
+        if mean_loss is not None:
             _check_finite(strategy, mean_loss, index, training)
-        strategy.after_experience(head, experience)
-        calibration = strategy.calibration(head, experience)
-        if calibration is not None:
-            calibration_loss = train_loop(
-                calibration.parameters,
-                calibration.loss,
-                None,
-                head,
-                calibration.features,
-                calibration.targets,
-                {**training, "weight_decay": 0.0},
-                calibration.epochs,
-                "uniform",
-                shuffle,
-            )
-            _check_finite(strategy, calibration_loss, index, training)
-        strategy.update_memory(experience)
-        train_seconds += time.perf_counter() - started
+        with self.own_stream():
+            strategy.after_experience(head, experience)
+            calibration = strategy.calibration(head, experience)
+            if calibration is not None:
+                calibration_loss = train_loop(
+                    calibration.parameters,
+                    calibration.loss,
+                    None,
+                    head,
+                    calibration.features,
+                    calibration.targets,
+                    {**training, "weight_decay": 0.0},
+                    [
+                        epoch_order(calibration.targets, "uniform", self.shuffle)
+                        for _ in range(calibration.epochs)
+                    ],
+                )
+                _check_finite(strategy, calibration_loss, index, training)
+            strategy.update_memory(experience)
+        self.seconds["train"] += time.perf_counter() - started
 
         started = time.perf_counter()
+        num_experiences = scenario.num_experiences
         row, share, norm = evaluate(
             strategy,
             head,
             test_features,
             test_targets,
             test_experience,
-            num_old,
-            num_seen,
+            experience.num_old,
+            experience.num_seen,
             num_experiences,
         )
-        accuracies = [correct / total for correct, total in zip(row, test_counts, strict=True)][
-            : index + 1
-        ]
-        rows.append(accuracies + [None] * (num_experiences - index - 1))
-        shares.append(share)
-        norms.append(norm)
-        losses.append(mean_loss)
-        eval_seconds += time.perf_counter() - started
+        self.rows.append(row[: index + 1] + [None] * (num_experiences - index - 1))
+        self.shares.append(share)
+        self.norms.append(norm)
+        self.seconds["evaluate"] += time.perf_counter() - started
 
-    return RunResult(
-        rows, test_counts, shares, norms, losses, {"train": train_seconds, "evaluate": eval_seconds}
-    )
+    def result(self, test_counts: list[int]) -> RunResult:
+        rows = [
+            [None if c is None else c / n for c, n in zip(row, test_counts, strict=True)]
+            for row in self.rows
+        ]
+        return RunResult(rows, test_counts, self.shares, self.norms, self.losses, self.seconds)
 
 
 def _check_finite(strategy: Strategy, mean_loss: float, index: int, training: dict) -> None:
@@ -215,26 +331,21 @@ def train_loop(
     features: Tensor,
     targets: Tensor,
     training: dict[str, Any],
-    epochs: int,
-    sampling: str,
-    shuffle: torch.Generator,
+    orders: list[Tensor],
 ) -> float:
     """The minibatch loop of one stage of one experience; returns the mean minibatch loss.
 
-    One index order per epoch, minibatches sliced by index; the loss is summed on the
-    device and read once at the end.
+    `orders`: one index order per epoch (`epoch_order`); minibatches are sliced by index
+    and the loss is summed on the device and read once at the end.
     """
     batch_size = training["batch_size"]
     optimizer = make_optimizer(parameters, training)
-    orders = [epoch_order(targets, sampling, shuffle) for _ in range(epochs)]
     steps = sum(math.ceil(len(order) / batch_size) for order in orders)
     loss_sum = torch.zeros((), device=features.device)
     step = 0
     for order in orders:
         for batch in order.to(features.device).split(batch_size):
-            if training["schedule"] == "cosine":
-                for group in optimizer.param_groups:
-                    group["lr"] = 0.5 * training["lr"] * (1 + math.cos(math.pi * step / steps))
+            _schedule(optimizer, training, step, steps)
             loss = loss_of(features[batch], targets[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -244,6 +355,143 @@ def train_loop(
             loss_sum += loss.detach()
             step += 1
     return (loss_sum / steps).item()
+
+
+def _schedule(optimizer: torch.optim.Optimizer, training: dict[str, Any], step: int, steps: int):
+    if training["schedule"] == "cosine":
+        for group in optimizer.param_groups:
+            group["lr"] = 0.5 * training["lr"] * (1 + math.cos(math.pi * step / steps))
+
+
+def _loss_state(strategy: Strategy) -> dict[str, Any]:
+    """A strategy's attributes that are neither buffers, parameters nor submodules: what
+    its loss reads from the instance itself (`class_weights`, `num_old`, its config)."""
+    return {name: value for name, value in vars(strategy).items() if not name.startswith("_")}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return (
+            isinstance(a, Tensor)
+            and isinstance(b, Tensor)
+            and a.shape == b.shape
+            and bool(torch.equal(a, b))
+        )
+    return a == b
+
+
+def batchable(
+    runs: list[_SeedRun], sets: list[tuple[Tensor, Tensor]], orders: list[list[Tensor]]
+) -> bool:
+    """Whether the seeds' loops can run as one batched computation: equal training-set
+    and epoch sizes, buffers of equal shapes, and equal non-buffer loss state."""
+    first = runs[0]
+    if any(len(features) != len(sets[0][0]) for features, _ in sets):
+        return False
+    if any([len(o) for o in order] != [len(o) for o in orders[0]] for order in orders):
+        return False
+    buffers = dict(first.strategy.named_buffers())
+    state = _loss_state(first.strategy)
+    for other in runs[1:]:
+        other_buffers = dict(other.strategy.named_buffers())
+        if other_buffers.keys() != buffers.keys() or any(
+            other_buffers[name].shape != buffer.shape for name, buffer in buffers.items()
+        ):
+            return False
+        other_state = _loss_state(other.strategy)
+        if other_state.keys() != state.keys() or not all(
+            _same(state[name], other_state[name]) for name in state
+        ):
+            return False
+    return True
+
+
+class _Objective(nn.Module):
+    """One seed's loss, or its after-update hook, as a module `functional_call` can run
+    with another seed's head parameters and strategy buffers swapped in."""
+
+    def __init__(self, strategy: Strategy, head: Head) -> None:
+        super().__init__()
+        self.strategy, self.head = strategy, head
+
+    def forward(self, features: Tensor | None, targets: Tensor | None) -> Tensor | None:
+        if features is None:
+            self.strategy.after_update(self.head)
+            return None
+        return self.strategy.loss(self.head(features), targets, features, self.head)
+
+
+def batched_train_loop(
+    runs: list[_SeedRun],
+    sets: list[tuple[Tensor, Tensor]],
+    orders: list[list[Tensor]],
+    training: dict[str, Any],
+) -> list[float]:
+    """`train_loop` for S seeds at once; returns each seed's mean minibatch loss.
+
+    The heads' parameters are stacked into (S, ...) leaves and the strategies' buffers
+    into (S, ...) tensors; each step evaluates the first seed's loss under
+    `torch.func.vmap` with seed s's parameters, buffers and minibatch in slot s, and
+    back-propagates the sum of the S losses, whose gradient in slot s is seed s's own.
+    One optimizer then steps all slots; its updates are elementwise (SGD, Adam), so
+    each slot follows its seed's trajectory. `after_update` runs per seed on views of
+    its slot. The trained slots are copied back into each seed's head.
+    """
+    first = runs[0]
+    device = sets[0][0].device
+    parameters = {
+        name: torch.stack(
+            [dict(r.head.named_parameters())[name].detach() for r in runs]
+        ).requires_grad_()
+        for name, _ in first.head.named_parameters()
+    }  # name: (S, ...)
+    buffers = {
+        name: torch.stack([dict(r.strategy.named_buffers())[name] for r in runs])
+        for name, _ in first.strategy.named_buffers()
+    }
+    objective = _Objective(first.strategy, first.head)
+
+    def loss_of_one(slot_parameters, slot_buffers, features, targets):
+        named = {f"head.{k}": v for k, v in slot_parameters.items()}
+        named.update({f"strategy.{k}": v for k, v in slot_buffers.items()})
+        return torch.func.functional_call(objective, named, (features, targets))
+
+    losses_of = torch.func.vmap(loss_of_one)
+    after_update = None
+    if _overrides(first.strategy, "after_update"):
+        after_update = [_Objective(r.strategy, r.head) for r in runs]
+    shared = all(features is sets[0][0] for features, _ in sets)
+    features = sets[0][0] if shared else torch.stack([f for f, _ in sets])  # (n, d) | (S, n, d)
+    targets = torch.stack([t for _, t in sets])  # (S, n)
+    slots = torch.arange(len(runs), device=device)[:, None]  # (S, 1)
+
+    batch_size = training["batch_size"]
+    optimizer = make_optimizer(list(parameters.values()), training)
+    epochs = [torch.stack(epoch).to(device) for epoch in zip(*orders, strict=True)]  # (S, n)
+    steps = sum(math.ceil(epoch.shape[1] / batch_size) for epoch in epochs)
+    loss_sum = torch.zeros(len(runs), device=device)
+    step = 0
+    for epoch in epochs:
+        for batch in epoch.split(batch_size, dim=1):  # (S, b)
+            _schedule(optimizer, training, step, steps)
+            batch_features = features[batch] if shared else features[slots, batch]  # (S, b, d)
+            with warnings.catch_warnings():  # torch's note that kl_div runs seed by seed
+                warnings.filterwarnings("ignore", "There is a performance drop", UserWarning)
+                losses = losses_of(parameters, buffers, batch_features, targets[slots, batch])
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            optimizer.step()
+            if after_update is not None:
+                for slot, module in enumerate(after_update):
+                    views = {f"head.{k}": v.detach()[slot] for k, v in parameters.items()}
+                    torch.func.functional_call(module, views, (None, None))
+            loss_sum += losses.detach()
+            step += 1
+    with torch.no_grad():
+        for slot, r in enumerate(runs):
+            for name, parameter in r.head.named_parameters():
+                parameter.copy_(parameters[name][slot])
+    return (loss_sum / steps).tolist()
 
 
 @torch.no_grad()
