@@ -480,7 +480,10 @@ def identity(
     progress: Progress,
     cache: Cache | None = None,
 ) -> Features:
-    flat = [x.reshape(len(x), -1) for x in (data.train_inputs, data.test_inputs)]
+    # float32 as every backbone's features: uint8 images (CIFAR, an Avalanche benchmark)
+    # become their pixel values 0..255, which heads can train on.
+    splits = (data.train_inputs, data.test_inputs)
+    flat = [x.reshape(len(x), -1).astype(np.float32, copy=False) for x in splits]
     return Features(*(_as_tensor(x, device) for x in flat))
 
 

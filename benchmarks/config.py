@@ -62,7 +62,8 @@ FIXED_SECTIONS: dict[str, dict[str, Option]] = {
         "class_order": Option(
             "seed:1993",
             (str, list),
-            '"identity", "seed:N", "icarl1993" or "podnet" (CIFAR-100) or [ids...]',
+            '"identity", "seed:N", "icarl1993" or "podnet" (CIFAR-100) or [ids...]; '
+            '"benchmark" (dataset avalanche: its own order, also when left out)',
         ),
         "initial_classes": Option(10, int, "B: classes in the first experience", minimum=2),
         "increment": Option(10, int, "classes per later experience", minimum=1),

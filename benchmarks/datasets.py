@@ -3,10 +3,12 @@
 `features` reads bring-your-own frozen features from an .npz; `digits` is scikit-learn's
 bundled 8x8 digits (real and offline). Image datasets come through torchvision's dataset
 classes (`cifar10`, `cifar100`, `stl10`, `food101`, `flowers102`) or any folder in
-ImageFolder layout (`imagefolder`). Inputs are float32 feature vectors (N, D), images in
-memory (N, C, H, W) as float32 in [0, 1] or uint8 (CIFAR, STL-10), or `ImageFiles`:
-paths decoded lazily, batch by batch, for datasets too large to hold. Labels are int64
-in 0..C-1 with every class in the training split.
+ImageFolder layout (`imagefolder`); `avalanche` takes the samples, class order and
+experiences of any Avalanche class-incremental benchmark (`benchmarks/avalanche.py`).
+Inputs are float32 feature vectors (N, D), images in memory (N, C, H, W) as float32 in
+[0, 1] or uint8 (CIFAR, STL-10), or `ImageFiles`: paths decoded lazily, batch by batch,
+for datasets too large to hold. Labels are int64 in 0..C-1 with every class in the
+training split.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,6 +79,9 @@ class Data:
     class_names: list[str]
     fingerprint: str
     name: str = ""  # the registry name, set by `load`
+    # A dataset that brings its own split (an Avalanche benchmark): its class ids per
+    # experience, in arrival order. None: the config's [scenario] table splits the classes.
+    experiences: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -578,6 +584,33 @@ def load_imagefolder(options: dict[str, Any]) -> Data:
         ),
     ]
     return _file_data("imagefolder", splits, train.classes)
+
+
+@_dataset(
+    "avalanche",
+    "any Avalanche class-incremental benchmark (SplitCIFAR100, nc_benchmark, "
+    "class_incremental_benchmark, ...) with its own class order and experiences; its "
+    "transforms are dropped: images reach the backbone raw (uint8), tensors as features",
+    {
+        "benchmark": Option(
+            "",
+            str,
+            'what builds it, "package.module:callable" (imported and called), e.g. '
+            '"avalanche.benchmarks.classic:SplitCIFAR100"',
+        ),
+        "arguments": Option(
+            {},
+            dict,
+            "keyword arguments of the call, e.g. { n_experiences = 10, seed = 1234, "
+            'dataset_root = "data" }',
+        ),
+    },
+)
+def load_avalanche(options: dict[str, Any]) -> Data:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # importing Avalanche warns about optional solvers
+        from benchmarks import avalanche
+    return avalanche.load_data(options["benchmark"], options["arguments"])
 
 
 def load(options: dict[str, Any]) -> Data:

@@ -7,7 +7,8 @@ that differs by more than the tolerance is listed, with the manifest entries tha
 deterministic on the CPU, so a CPU record reproduces exactly (tolerance 0). On CUDA,
 feature extraction under autocast and non-deterministic kernels may move predictions
 near a decision boundary: a CUDA record is compared with a tolerance of 1 percentage
-point per cell unless `--tolerance` says otherwise.
+point per cell unless `--tolerance` says otherwise. Records trained as one batch of
+seeds (`headbench run --batch-seeds`, their `seed_batch`) are re-run as that batch.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def reproduce(
     benchmark share one feature extraction."""
     records = [_load(path) for path in paths]
     prepared: dict[str, run.Prepared] = {}
+    batches: dict[tuple, list[dict]] = {}  # a batch's fresh records, run once for its seeds
     results = []
     for record in progress.iterate(records, "runs", total=len(records)):
         raw = record["config"]
@@ -118,7 +120,16 @@ def reproduce(
         key = run.features_key(plan)
         if key not in prepared:
             prepared[key] = run.prepare(plan, progress)
-        fresh = run.run_one(plan, prepared[key], record["strategy"], record["seed"])
+        if "seed_batch" in record:  # trained with other seeds as one batch: the same again
+            shared = {**raw, "training": {**raw["training"], "seeds": record["seed_batch"]}}
+            batch = (key, record["strategy"], json.dumps(shared, sort_keys=True))
+            if batch not in batches:
+                batches[batch] = run.run_batch(
+                    plan, prepared[key], record["strategy"], record["seed_batch"]
+                )
+            fresh = batches[batch][record["seed_batch"].index(record["seed"])]
+        else:
+            fresh = run.run_one(plan, prepared[key], record["strategy"], record["seed"])
         recorded_device = record.get("environment", {}).get("device", "cpu")
         limit = tolerance
         if limit is None:

@@ -127,11 +127,22 @@ def plan_config(
     resolved["strategies"] = select_strategies(list(requested), configured, resolved["strategies"])
     data = datasets.load(resolved["dataset"])
     scenario_table = resolved["scenario"]
-    scenario = Scenario(
-        resolve_class_order(scenario_table["class_order"], data.num_classes),
-        scenario_table["initial_classes"],
-        scenario_table["increment"],
-    )
+    if data.experiences is None:
+        scenario = Scenario(
+            resolve_class_order(scenario_table["class_order"], data.num_classes),
+            scenario_table["initial_classes"],
+            scenario_table["increment"],
+        )
+    else:  # the dataset brings its own split (an Avalanche benchmark): [scenario] must agree
+        from benchmarks.scenario import configured_split
+
+        scenario = configured_split(scenario_table, raw.get("scenario", {}), data.experiences)
+        # The record holds the explicit order and sizes, so a rerun checks them again.
+        scenario_table.update(
+            class_order=scenario.class_order,
+            initial_classes=scenario.initial_classes,
+            increment=scenario.increment,
+        )
     backbones.BACKBONES[resolved["backbone"]["name"]].check(data, resolved["backbone"])
     tested = set(np.unique(scenario.remap(data.test_targets)).tolist())
     untested = [c for c in range(data.num_classes) if c not in tested]
@@ -291,30 +302,55 @@ def run_identity(plan: Plan, name: str, seed: int) -> tuple[str, dict[str, Any]]
 def run_one(plan: Plan, prepared: Prepared, name: str, seed: int) -> dict[str, Any]:
     """Train and evaluate one (strategy, seed); its record. Raises what the run raises
     (engine.TrainingDiverged when the loss diverges)."""
-    data, scenario = plan.data, plan.scenario
-    run_id, run_config = run_identity(plan, name, seed)
-    hyperparameters = plan.config["strategies"][name]
-    strategy = strategies.create(name, hyperparameters)
+    return run_batch(plan, prepared, name, [seed])[0]
+
+
+def run_batch(plan: Plan, prepared: Prepared, name: str, seeds: list[int]) -> list[dict[str, Any]]:
+    """Train several seeds of one strategy as one batched computation (`engine.run_seeds`;
+    one seed: `engine.run`); their records. A batch's records name it (`seed_batch`), and
+    `reproduce` re-runs them as that batch. Raises what a run raises."""
+    instances = [strategies.create(name, plan.config["strategies"][name]) for _ in seeds]
     started = time.perf_counter()
     features = prepared.features
-    result = engine.run(
-        strategy,
+    results = engine.run_seeds(
+        instances,
         features.train,
         prepared.train_targets,
         features.test,
         prepared.test_targets,
-        scenario,
+        plan.scenario,
         plan.config["training"],
         plan.config["head"]["bias"],
-        seed,
+        seeds,
         plan.config["head"]["kind"],
     )
+    seconds = (time.perf_counter() - started) / len(seeds)
+    records = [
+        _record(plan, prepared, name, seed, result, seconds)
+        for seed, result in zip(seeds, results, strict=True)
+    ]
+    if len(seeds) > 1:
+        for record in records:
+            record["seed_batch"] = list(seeds)
+    return records
+
+
+def _record(
+    plan: Plan,
+    prepared: Prepared,
+    name: str,
+    seed: int,
+    result: engine.RunResult,
+    seconds: float,
+) -> dict[str, Any]:
+    data, scenario, features = plan.data, plan.scenario, prepared.features
+    run_id, run_config = run_identity(plan, name, seed)
     return {
         "format": RECORD_FORMAT,
         "run_id": run_id,
         "benchmark": plan.benchmark,
         "strategy": name,
-        "paper": type(strategy).paper,
+        "paper": strategies.get_strategy(name).paper,
         "seed": seed,
         "config": run_config,
         "class_order": scenario.class_order,
@@ -332,7 +368,7 @@ def run_one(plan: Plan, prepared: Prepared, name: str, seed: int) -> dict[str, A
         "seconds": {
             "features": prepared.seconds,
             **result.seconds,
-            "run": time.perf_counter() - started,
+            "run": seconds,  # a batch's time shared equally by its seeds
         },
         "data_fingerprint": data.fingerprint,
         "features_fingerprint": prepared.fingerprint,
@@ -341,11 +377,15 @@ def run_one(plan: Plan, prepared: Prepared, name: str, seed: int) -> dict[str, A
     }
 
 
-def execute(plan: Plan, progress: Progress) -> tuple[list[dict], list[str], str]:
+def execute(
+    plan: Plan, progress: Progress, batch_seeds: bool = False
+) -> tuple[list[dict], list[str], str]:
     """Extract features once, run every (strategy, seed), write records and summaries.
 
-    A run whose loss diverges is reported and left out (no record); the others go on.
-    Returns the records, one line per failed run, and the Markdown summary.
+    `batch_seeds`: each strategy's seeds train as one batched computation (`run_batch`);
+    a batch in which a seed diverges is run again seed by seed, so the others still get
+    their records. A run whose loss diverges is reported and left out (no record); the
+    others go on. Returns the records, one line per failed run, and the Markdown summary.
     """
     created = [path for path in (plan.out, plan.out / "runs") if not path.exists()]
     runs_dir = store.prepare_out(plan.out)
@@ -363,21 +403,29 @@ def execute(plan: Plan, progress: Progress) -> tuple[list[dict], list[str], str]
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
         raise
-    jobs = [
-        (name, seed)
-        for name in plan.config["strategies"]
-        for seed in plan.config["training"]["seeds"]
-    ]
+    seeds = plan.config["training"]["seeds"]
+    groups = [seeds] if batch_seeds and len(seeds) > 1 else [[seed] for seed in seeds]
+    jobs = [(name, group) for name in plan.config["strategies"] for group in groups]
     records, failures = [], []
-    for name, seed in progress.iterate(jobs, "runs", total=len(jobs)):
+    for name, group in progress.iterate(jobs, "runs", total=len(jobs)):
         try:
-            record = run_one(plan, prepared, name, seed)
+            batch = run_batch(plan, prepared, name, group)
         except engine.TrainingDiverged as error:
-            failures.append(f"{name} seed {seed}: {error}")
-            progress.log(f"failed: {failures[-1]}")
-            continue
-        store.write_record(runs_dir, record)
-        records.append(record)
+            if len(group) == 1:
+                failures.append(f"{name} seed {group[0]}: {error}")
+                progress.log(f"failed: {failures[-1]}")
+                continue
+            progress.log(f"{name}: a seed diverged in the batch; running its seeds one by one")
+            batch = []
+            for seed in group:
+                try:
+                    batch += run_batch(plan, prepared, name, [seed])
+                except engine.TrainingDiverged as error:
+                    failures.append(f"{name} seed {seed}: {error}")
+                    progress.log(f"failed: {failures[-1]}")
+        for record in batch:
+            store.write_record(runs_dir, record)
+            records.append(record)
     summary = tables.summarise(records)
     table = tables.markdown(summary)
     if failures:

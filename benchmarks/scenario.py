@@ -3,10 +3,16 @@
 Classes are renumbered 0..C-1 in order of arrival, so experience i holds the contiguous
 ids `boundaries[i] .. boundaries[i + 1] - 1` and the head's row c is the c-th class to
 arrive. The explicit original order is kept for the run record.
+
+A dataset that brings its own split (an Avalanche benchmark: `dataset.name = "avalanche"`,
+or `benchmarks.from_avalanche`) gives its classes per experience instead;
+`split_scenario` turns them into a Scenario and `configured_split` checks a config's
+[scenario] table against them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +46,8 @@ PODNET = [
     40, 30, 23, 85, 2, 95, 56, 48, 71, 64, 98, 13, 99, 7, 34, 55, 54, 26, 35, 39,
 ]  # fmt: skip
 NAMED_ORDERS = {"icarl1993": ICARL_1993, "podnet": PODNET}
+# The class order of a dataset that brings its own experiences (an Avalanche benchmark).
+BENCHMARK_ORDER = "benchmark"
 
 
 def resolve_class_order(spec: Any, num_classes: int) -> list[int]:
@@ -52,6 +60,12 @@ def resolve_class_order(spec: Any, num_classes: int) -> list[int]:
     """
     if spec == "identity":
         return list(range(num_classes))
+    if spec == BENCHMARK_ORDER:
+        raise UsageError(
+            f'scenario.class_order = "{BENCHMARK_ORDER}" takes the order of a dataset that brings '
+            'its own experiences (dataset "avalanche"); this dataset has none: use '
+            f"{ORDER_FORMS}"
+        )
     if isinstance(spec, str) and spec in NAMED_ORDERS:
         order = NAMED_ORDERS[spec]
         if len(order) != num_classes:
@@ -141,3 +155,75 @@ class Scenario:
         position = np.empty(self.num_classes, dtype=np.int64)
         position[self.class_order] = np.arange(self.num_classes)
         return position[labels]
+
+
+def split_scenario(experiences: Sequence[Sequence[int]]) -> Scenario:
+    """The Scenario of a dataset's own split: its classes per experience, in arrival order.
+
+    Raises:
+        UsageError: a class in two experiences (not class-incremental), or sizes other than
+            a first experience of any size and then equal increments.
+    """
+    class_order = [label for classes in experiences for label in classes]
+    repeated = sorted({c for c in class_order if class_order.count(c) > 1})
+    if repeated:
+        raise UsageError(
+            f"classes {repeated[:10]} appear in more than one experience; headbench takes "
+            "class-incremental benchmarks (each class in exactly one experience)"
+        )
+    sizes = [len(classes) for classes in experiences]
+    later = set(sizes[1:])
+    if len(later) > 1:
+        raise UsageError(
+            f"experiences bring {sizes} classes; headbench's scenarios take a first "
+            "experience of any size, then equal increments"
+        )
+    return Scenario(class_order, sizes[0], later.pop() if later else 1)
+
+
+def _abridged(order: Sequence[int], shown: int = 12) -> str:
+    if len(order) <= shown:
+        return str(list(order))
+    return f"[{', '.join(map(str, order[:shown]))}, ... ({len(order)} classes)]"
+
+
+def configured_split(
+    table: dict[str, Any], given: Collection[str], experiences: Sequence[Sequence[int]]
+) -> Scenario:
+    """A dataset's own split, checked against the [scenario] keys a config sets.
+
+    The benchmark decides the class order and the experience sizes; a key the config
+    leaves out takes the benchmark's value, a key it sets must agree with it.
+    `class_order = "benchmark"` always agrees; any other form (a list, "seed:N", ...)
+    must resolve to the benchmark's exact order.
+
+    Args:
+        table: the resolved [scenario] table.
+        given: the keys of [scenario] that the config (file or --set) sets.
+        experiences: the dataset's classes per experience, in arrival order.
+
+    Raises:
+        UsageError: naming the configured value and the benchmark's.
+    """
+    scenario = split_scenario(experiences)
+    spec = table["class_order"]
+    if "class_order" in given and spec != BENCHMARK_ORDER:
+        order = resolve_class_order(spec, scenario.num_classes)
+        if order != scenario.class_order:
+            shown = repr(spec) if isinstance(spec, str) else _abridged(spec)
+            resolved = f" (that is {_abridged(order)})" if isinstance(spec, str) else ""
+            raise UsageError(
+                f"scenario.class_order = {shown}{resolved} contradicts the benchmark's class "
+                f"order {_abridged(scenario.class_order)}; leave it out or set "
+                f'"{BENCHMARK_ORDER}" (the benchmark decides the order)'
+            )
+    checks = [("initial_classes", scenario.initial_classes, "its first experience brings")]
+    if scenario.num_experiences > 1:  # one experience: no increment to contradict
+        checks.append(("increment", scenario.increment, "its later experiences bring"))
+    for key, value, what in checks:
+        if key in given and table[key] != value:
+            raise UsageError(
+                f"scenario.{key} = {table[key]} contradicts the benchmark: {what} {value} "
+                f"classes (experiences {scenario.experience_sizes}); leave it out or set {value}"
+            )
+    return scenario

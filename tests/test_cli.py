@@ -466,7 +466,7 @@ def assert_interrupted_after_one_record(out: Path, code: int, stderr: str) -> No
 def test_ctrl_c_during_the_second_run_keeps_the_first_record(
     config_file, tmp_path, capsys, monkeypatch
 ):
-    real_run = engine.run
+    real_run = engine.run_seeds  # what every run of `headbench run` trains through
     calls = []
 
     def interrupted_second_time(*args, **kwargs):
@@ -475,7 +475,7 @@ def test_ctrl_c_during_the_second_run_keeps_the_first_record(
             raise KeyboardInterrupt
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "run", interrupted_second_time)
+    monkeypatch.setattr(engine, "run_seeds", interrupted_second_time)
     out = tmp_path / "out"
     code, _, stderr = run_cli(capsys, "run", config_file, "--out", out, *THREE_NAIVE_RUNS)
     assert len(calls) == 2  # the third run never started

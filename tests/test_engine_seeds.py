@@ -147,3 +147,37 @@ def test_run_seeds_refuses_mismatched_inputs(blob_tensors, scenario_2_2, trainin
             True,
             [0, 1],
         )
+
+
+def test_cli_batch_seeds_writes_the_same_records_and_reproduces_them(
+    tmp_path, blobs_npz, capsys, batched_calls
+):
+    """`headbench run --batch-seeds` against the same command without it: the same
+    accuracy matrices; each record names its batch, and `reproduce` re-runs it as one
+    (3 strategies that train, 3 experiences: 3 batched loops per command)."""
+    import json
+
+    from conftest import write_config
+
+    from benchmarks.cli import main
+
+    config = write_config(tmp_path, blobs_npz, "[strategies.naive]\n[strategies.ewc]\n")
+    outputs = {}
+    for flag in ([], ["--batch-seeds"]):
+        out = tmp_path / ("batched" if flag else "sequential")
+        code = main(["run", str(config), "--out", str(out), "--quiet", "--seeds", "0-2", *flag])
+        assert code == 0, capsys.readouterr().err
+        runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+        outputs[bool(flag)] = {(r["strategy"], r["seed"]): r for r in runs}
+    assert batched_calls == [3] * 6  # 2 strategies x 3 experiences, 3 seeds each
+    assert outputs[True].keys() == outputs[False].keys() and len(outputs[True]) == 6
+    for key, record in outputs[True].items():
+        assert record["seed_batch"] == [0, 1, 2]
+        assert "seed_batch" not in outputs[False][key]
+        assert record["accuracy_matrix"] == outputs[False][key]["accuracy_matrix"]
+        assert record["run_id"] == outputs[False][key]["run_id"]  # same run, same id
+    capsys.readouterr()
+    code = main(["reproduce", str(tmp_path / "batched"), "--quiet"])
+    assert code == 0
+    assert "6 of 6 runs reproduced" in capsys.readouterr().out
+    assert batched_calls == [3] * 12  # reproduce ran each batch once, not once per record

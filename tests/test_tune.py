@@ -65,13 +65,13 @@ def test_the_records_state_the_choice_and_the_report_says_it(tmp_path, capsys, b
 
 def test_first_experiences_tunes_on_their_classes_only(tmp_path, capsys, blobs_npz, monkeypatch):
     seen = []
-    original = engine.run
+    original = engine.run_seeds  # every training goes through it (`engine.run` too)
 
-    def recording(strategy, train_f, train_t, test_f, test_t, scenario, *args, **kwargs):
+    def recording(instances, train_f, train_t, test_f, test_t, scenario, *args, **kwargs):
         seen.append((scenario.num_experiences, int(train_t.max()), int(test_t.max())))
-        return original(strategy, train_f, train_t, test_f, test_t, scenario, *args, **kwargs)
+        return original(instances, train_f, train_t, test_f, test_t, scenario, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "run", recording)
+    monkeypatch.setattr(engine, "run_seeds", recording)
     config = write_config(tmp_path, blobs_npz)
     code, _, _ = run_cli(capsys, *tune_argv(config, tmp_path / "out", "--first-experiences", "2"))
     assert code == 0
