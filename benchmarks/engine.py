@@ -1,12 +1,14 @@
-"""The training engine: one strategy, one seed, over every experience of a scenario.
+"""The training engine: one strategy over every experience of a scenario, for one seed
+(`run`) or several trained as one batched computation (`run_seeds`).
 
 Heads train on device-resident feature tensors: each epoch draws one index order (a
-permutation, or class-balanced oversampling) and slices minibatches by index (no
-DataLoader, no per-step host sync; the loss is summed on the device and read once per
-experience). A strategy may add exemplars to the training set (`training_set`) and ask
-for a second stage on other parameters (`calibration`, BiC's bias correction); the same
-loop runs both. Evaluation after experience i fills row i of
-the accuracy matrix over every class seen so far, with no task labels.
+permutation, or class-balanced oversampling), gathers the training set in that order
+once and takes its minibatches as contiguous views (no DataLoader, no per-step host
+sync; the loss is summed on the device and read once per experience). A strategy may
+add exemplars to the training set (`training_set`) and ask for a second stage on other
+parameters (`calibration`, BiC's bias correction); the same loop runs both. Evaluation
+after experience i fills row i of the accuracy matrix over every class seen so far, with
+no task labels.
 """
 
 from __future__ import annotations
@@ -335,8 +337,8 @@ def train_loop(
 ) -> float:
     """The minibatch loop of one stage of one experience; returns the mean minibatch loss.
 
-    `orders`: one index order per epoch (`epoch_order`); minibatches are sliced by index
-    and the loss is summed on the device and read once at the end.
+    `orders`: one index order per epoch (`epoch_order`); each epoch gathers the data in
+    its order once, and the loss is summed on the device and read once at the end.
     """
     batch_size = training["batch_size"]
     optimizer = make_optimizer(parameters, training)
@@ -344,9 +346,14 @@ def train_loop(
     loss_sum = torch.zeros((), device=features.device)
     step = 0
     for order in orders:
-        for batch in order.to(features.device).split(batch_size):
+        order = order.to(features.device)
+        # One gather per epoch; the minibatches are then contiguous views.
+        epoch_features, epoch_targets = features[order], targets[order]
+        for batch_features, batch_targets in zip(
+            epoch_features.split(batch_size), epoch_targets.split(batch_size), strict=True
+        ):
             _schedule(optimizer, training, step, steps)
-            loss = loss_of(features[batch], targets[batch])
+            loss = loss_of(batch_features, batch_targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
