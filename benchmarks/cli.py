@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--batch-seeds",
         action="store_true",
-        help="train each strategy's seeds as one batched computation (same results; faster "
-        "on a GPU)",
+        help="train each strategy's seeds as one batched computation (same results; it "
+        "shares per-step overhead, which pays where that dominates: README)",
     )
 
     sweep = commands.add_parser(
