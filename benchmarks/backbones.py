@@ -483,6 +483,12 @@ def identity(
     # float32 as every backbone's features: uint8 images (CIFAR, an Avalanche benchmark)
     # become their pixel values 0..255, which heads can train on.
     splits = (data.train_inputs, data.test_inputs)
+    if any(isinstance(x, ImageFiles) for x in splits):
+        raise UsageError(
+            f"backbone.name = 'identity' takes features or images held in memory; dataset "
+            f"{data.name!r} reads image files of differing sizes: use a backbone such as "
+            "resnet18, vit_b_16 or base-task (headbench list backbones)"
+        )
     flat = [x.reshape(len(x), -1).astype(np.float32, copy=False) for x in splits]
     return Features(*(_as_tensor(x, device) for x in flat))
 

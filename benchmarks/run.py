@@ -30,7 +30,7 @@ from benchmarks import backbones, config, datasets, engine, store
 from benchmarks.cache import Cache, resolve_directory
 from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
-from benchmarks.scenario import Scenario, resolve_class_order
+from benchmarks.scenario import Scenario, abridged, resolve_class_order
 from reports import tables
 from reports.metrics import all_metrics
 from strategies.base import resolved_config
@@ -438,11 +438,13 @@ def execute(
 def describe(plan: Plan) -> str:
     """One line naming what the table compares, printed above it."""
     cfg = plan.config
+    order = cfg["scenario"]["class_order"]
+    order = order if isinstance(order, str) else abridged(order)
     return (
         f"{plan.benchmark}: {cfg['dataset']['name']}, backbone {cfg['backbone']['name']}, "
         f"{cfg['head']['kind']} head, bias {str(cfg['head']['bias']).lower()}, "
         f"B{cfg['scenario']['initial_classes']} "
-        f"Inc{cfg['scenario']['increment']}, order {cfg['scenario']['class_order']}, "
+        f"Inc{cfg['scenario']['increment']}, order {order}, "
         f"seeds {cfg['training']['seeds']}, device {plan.device}"
     )
 

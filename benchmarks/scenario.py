@@ -181,7 +181,8 @@ def split_scenario(experiences: Sequence[Sequence[int]]) -> Scenario:
     return Scenario(class_order, sizes[0], later.pop() if later else 1)
 
 
-def _abridged(order: Sequence[int], shown: int = 12) -> str:
+def abridged(order: Sequence[int], shown: int = 12) -> str:
+    """A long class order shortened for one-line messages: its first ids and its length."""
     if len(order) <= shown:
         return str(list(order))
     return f"[{', '.join(map(str, order[:shown]))}, ... ({len(order)} classes)]"
@@ -210,11 +211,11 @@ def configured_split(
     if "class_order" in given and spec != BENCHMARK_ORDER:
         order = resolve_class_order(spec, scenario.num_classes)
         if order != scenario.class_order:
-            shown = repr(spec) if isinstance(spec, str) else _abridged(spec)
-            resolved = f" (that is {_abridged(order)})" if isinstance(spec, str) else ""
+            shown = repr(spec) if isinstance(spec, str) else abridged(spec)
+            resolved = f" (that is {abridged(order)})" if isinstance(spec, str) else ""
             raise UsageError(
                 f"scenario.class_order = {shown}{resolved} contradicts the benchmark's class "
-                f"order {_abridged(scenario.class_order)}; leave it out or set "
+                f"order {abridged(scenario.class_order)}; leave it out or set "
                 f'"{BENCHMARK_ORDER}" (the benchmark decides the order)'
             )
     checks = [("initial_classes", scenario.initial_classes, "its first experience brings")]

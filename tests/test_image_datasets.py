@@ -249,3 +249,25 @@ def test_cifar10_batches_load_in_order(tmp_path):
     np.testing.assert_array_equal(data.train_inputs, train)
     np.testing.assert_array_equal(data.test_inputs, batches["test_batch"])
     assert data.class_names[:2] == ["c0", "c1"] and len(data.train_targets) == 50
+
+
+def test_image_files_with_the_identity_backbone_are_one_line_and_exit_2(tmp_path, capsys):
+    """Image files differ in size, so they cannot be flattened into features."""
+    from benchmarks.cli import main
+
+    write_image_folder(
+        tmp_path / "images", {"train": {"a": 2, "b": 2, "c": 2}, "test": {"a": 1, "b": 1, "c": 1}}
+    )
+    config = tmp_path / "files.toml"
+    config.write_text(
+        f'[dataset]\nname = "imagefolder"\nroot = "{tmp_path / "images"}"\n'
+        '[backbone]\nname = "identity"\n'
+        '[scenario]\nclass_order = "identity"\ninitial_classes = 2\nincrement = 1\n'
+        "[strategies.naive]\n"
+    )
+    out = tmp_path / "out"
+    code = main(["run", str(config), "--out", str(out), "--quiet"])
+    stderr = capsys.readouterr().err
+    assert code == 2 and stderr.count("\n") == 1
+    assert "backbone.name = 'identity'" in stderr and "'imagefolder'" in stderr
+    assert not out.exists()
