@@ -99,10 +99,13 @@ def run_seeds(
     training sets have equal sizes and the strategies agree on every attribute their
     loss may read other than buffers (`class_weights`, `num_old`, ...); otherwise, and
     for calibration stages, seed after seed. Gradients and optimizer steps are per seed,
-    so on the CPU every seed's accuracy matrix equals `run`'s bit for bit (tested); the
-    mean training loss may differ in its last bits (the batched reduction sums in
-    another order). The gain is per-step overhead shared by S seeds: large on a GPU,
-    small on a few CPU cores where the batched step is compute-bound (README, Speed).
+    so each seed follows `run`'s trajectory: on the CPU its weights are equal bit for bit
+    where vmap's kernels do the same arithmetic and within float32 rounding elsewhere,
+    and the accuracy matrices of every tested case are equal (tests/test_engine_seeds.py);
+    the mean training loss may differ in its last bits (the batched reduction sums in
+    another order). What is shared is the per-step overhead: 1.05-1.4x per seed on 2 CPU
+    cores, where the step is close to compute-bound; on a GPU it is expected to pay more,
+    which has not been measured (README, "Several seeds as one batch").
     """
     if len(strategies) != len(seeds):
         raise ValueError(f"{len(strategies)} strategies for {len(seeds)} seeds")
@@ -124,7 +127,11 @@ def run_seeds(
 
     for index in range(scenario.num_experiences):
         started = time.perf_counter()
-        sets = [r.begin(index, scenario, train_features, train_targets, training) for r in runs]
+        num_old, num_seen = scenario.boundaries[index], scenario.boundaries[index + 1]
+        first = 0 if strategy.trains_on_all_seen else num_old
+        selected = (train_targets >= first) & (train_targets < num_seen)
+        data = (train_features[selected], train_targets[selected])  # (n, dim), (n,): shared
+        sets = [r.begin(Experience(index, num_old, num_seen, *data), training) for r in runs]
         losses: list[float | None] = [None] * len(runs)
         if strategy.trains_head:
             orders = [
@@ -196,26 +203,15 @@ class _SeedRun:
     def objective(self, features: Tensor, targets: Tensor) -> Tensor:
         return self.strategy.loss(self.head(features), targets, features, self.head)
 
-    def begin(
-        self,
-        index: int,
-        scenario: Scenario,
-        train_features: Tensor,
-        train_targets: Tensor,
-        training: dict[str, Any],
-    ) -> tuple[Tensor, Tensor]:
+    def begin(self, experience: Experience, training: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Grow the head and run the hooks before training; returns the training set."""
         strategy = self.strategy
-        num_old, num_seen = scenario.boundaries[index], scenario.boundaries[index + 1]
-        first = 0 if strategy.trains_on_all_seen else num_old
-        selected = (train_targets >= first) & (train_targets < num_seen)
-        features, targets = train_features[selected], train_targets[selected]  # (n, dim), (n,)
-        self.experience = Experience(index, num_old, num_seen, features, targets)
+        self.experience = experience
         with self.own_stream():
-            strategy.expand(self.head, num_seen - num_old)
-            features, targets = strategy.training_set(self.experience)  # (n', dim), (n',)
-            strategy.class_weights = class_weights(targets, num_seen, training)
-            strategy.before_experience(self.head, self.experience)
+            strategy.expand(self.head, experience.num_new)
+            features, targets = strategy.training_set(experience)  # (n', dim), (n',)
+            strategy.class_weights = class_weights(targets, experience.num_seen, training)
+            strategy.before_experience(self.head, experience)
         return features, targets
 
     def finish(
