@@ -1,8 +1,9 @@
 """Per-seed cost of training S seeds as one batched computation (`engine.run_seeds`)
 against the same S seeds one after another (`engine.run`), in the same process.
 
-CIFAR-100-sized synthetic features (50,000 x 512 train, 10,000 test, 100 classes, 10
-experiences), the issue's speed setting (one epoch, batch 64, SGD 0.1, momentum 0.9).
+The features and training settings of test_avalanche_speed.py: CIFAR-100-sized synthetic
+features (50,000 x 512 train, 10,000 test, 100 classes, 10 experiences), one epoch, batch
+64, SGD 0.1 with momentum 0.9.
 Skipped by default; run `pytest tests/perf/test_seed_batch_speed.py --benchmark-only -s`
 and read `extra_info.sequential_over_batched` (> 1: batching pays) and the two per-seed
 times, never seconds across machines. `HEADBENCH_SEED_BATCH_SIZE` sets S (default 5);
@@ -18,36 +19,21 @@ import time
 
 import pytest
 import torch
+from test_avalanche_speed import CLASSES, EXPERIENCES, TRAINING
+from test_avalanche_speed import features as cpu_features  # noqa: F401 (a fixture)
 
 import strategies
 from benchmarks import engine
 from benchmarks.scenario import Scenario
 
-FRACTION = float(os.environ.get("HEADBENCH_AVALANCHE_SPEED_FRACTION", "1.0"))
 SEEDS = list(range(int(os.environ.get("HEADBENCH_SEED_BATCH_SIZE", "5"))))
-TRAIN, TEST = int(50_000 * FRACTION), int(10_000 * FRACTION)
-DIM, CLASSES, EXPERIENCES = 512, 100, 10
-TRAINING = {
-    "optimizer": "sgd",
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "batch_size": 64,
-    "epochs": 1,
-    "schedule": "constant",
-}
 
 
 @pytest.fixture(scope="module")
-def features():
-    generator = torch.Generator().manual_seed(0)
-    centres = 0.15 * torch.randn(CLASSES, DIM, generator=generator)  # (classes, dim)
-    data = []
-    for count in (TRAIN, TEST):
-        targets = torch.arange(count) % CLASSES
-        data += [centres[targets] + torch.randn(count, DIM, generator=generator), targets]
+def features(cpu_features):  # noqa: F811
+    """test_avalanche_speed's features, on the GPU when there is one."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return [tensor.to(device) for tensor in data]
+    return [tensor.to(device) for tensor in cpu_features]
 
 
 def final_accuracies(results: list[engine.RunResult]) -> list[float]:
