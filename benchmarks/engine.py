@@ -54,10 +54,6 @@ def make_optimizer(parameters: list[Tensor], training: dict[str, Any]) -> torch.
     return torch.optim.Adam(parameters, lr=training["lr"], weight_decay=training["weight_decay"])
 
 
-def _overrides(strategy: Strategy, hook: str) -> bool:
-    return getattr(type(strategy), hook) is not getattr(Strategy, hook)
-
-
 def run(
     strategy: Strategy,
     train_features: Tensor,
@@ -148,7 +144,7 @@ def run_seeds(
                     train_loop(
                         list(r.head.parameters()),
                         r.objective,
-                        r.strategy.after_update if _overrides(strategy, "after_update") else None,
+                        r.strategy.after_update if strategy.overrides("after_update") else None,
                         r.head,
                         features,
                         targets,
@@ -461,7 +457,7 @@ def batched_train_loop(
 
     losses_of = torch.func.vmap(loss_of_one)
     after_update = None
-    if _overrides(first.strategy, "after_update"):
+    if first.strategy.overrides("after_update"):
         after_update = [_Objective(r.strategy, r.head) for r in runs]
     shared = all(features is sets[0][0] for features, _ in sets)
     features = sets[0][0] if shared else torch.stack([f for f, _ in sets])  # (n, d) | (S, n, d)

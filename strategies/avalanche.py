@@ -45,17 +45,13 @@ import strategies
 from strategies.base import Experience, Head, HyperparameterError, Strategy
 
 
-def _overrides(strategy: Strategy, hook: str) -> bool:
-    return getattr(type(strategy), hook) is not getattr(Strategy, hook)
-
-
 def refusal(strategy: Strategy) -> str | None:
     """Why a strategy cannot run inside Avalanche's loop, or None when it can."""
     if strategy.trains_on_all_seen:
         return "trains on all seen data (use Avalanche's Cumulative strategy instead)"
-    if strategy.memory is not None or _overrides(strategy, "training_set"):
+    if strategy.memory is not None or strategy.overrides("training_set"):
         return "trains on an exemplar memory of stored features, which Avalanche's loop cannot draw"
-    if _overrides(strategy, "calibration"):
+    if strategy.overrides("calibration"):
         return "has a second training stage (calibration) that Avalanche's loop does not run"
     if "linear" not in strategy.head_kinds:
         return f"is defined for heads {list(strategy.head_kinds)}, not IncrementalClassifier's"
@@ -256,7 +252,7 @@ class HeadbenchPlugin(SupervisedPlugin):
         return self.strategy.loss(head(features), self._positions(targets), features, head)
 
     def after_update(self, strategy: Any, **kwargs: Any) -> None:
-        if _overrides(self.strategy, "after_update"):
+        if self.strategy.overrides("after_update"):
             head = self._head(len(self.arrival))
             self.strategy.after_update(head)
             self._write_back(head)

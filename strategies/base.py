@@ -268,6 +268,12 @@ class Strategy(GrowingBuffers):
                 getattr(self.config, "memory_holdout", 0.0),
             )
 
+    @classmethod
+    def overrides(cls, hook: str) -> bool:
+        """Whether this strategy defines its own `hook` (callers skip hooks left as the
+        base's no-ops, e.g. `after_update` on every optimizer step)."""
+        return getattr(cls, hook) is not getattr(Strategy, hook)
+
     def validate(self, experience_sizes: Sequence[int]) -> None:
         """Raise HyperparameterError when the config degenerates on this scenario."""
         if self.memory is not None:
