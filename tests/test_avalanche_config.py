@@ -523,11 +523,12 @@ def test_headbench_list_datasets_shows_the_avalanche_dataset_and_its_keys(capsys
 
 
 def test_the_readme_example_config_plans_with_the_benchmark_order(cifar, tmp_path):
-    """The README's SplitCIFAR100 config, verbatim but for the data folder: it plans (the
-    ResNet-18 is neither downloaded nor run while planning) with Avalanche's own order."""
+    """The SplitCIFAR100 config of docs/avalanche.md, verbatim but for the data folder: it
+    plans (the ResNet-18 is neither downloaded nor run while planning) with Avalanche's own
+    order."""
     import tomllib
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[1] / "docs" / "avalanche.md").read_text()
     (block,) = [b for b in readme.split("```toml\n") if b.startswith("# split_cifar100.toml")]
     block = block.split("```")[0]
     raw = tomllib.loads(block)
