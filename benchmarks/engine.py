@@ -95,13 +95,14 @@ def run_seeds(
     training sets have equal sizes and the strategies agree on every attribute their
     loss may read other than buffers (`class_weights`, `num_old`, ...); otherwise, and
     for calibration stages, seed after seed. Gradients and optimizer steps are per seed,
-    so each seed follows `run`'s trajectory: on the CPU its weights are equal bit for bit
-    where vmap's kernels do the same arithmetic and within float32 rounding elsewhere,
-    and the accuracy matrices of every tested case are equal (tests/test_engine_seeds.py);
-    the mean training loss may differ in its last bits (the batched reduction sums in
-    another order). What is shared is the per-step overhead: 1.05-1.4x per seed on 2 CPU
-    cores, where the step is close to compute-bound; on a GPU it is expected to pay more,
-    which has not been measured (README, "Several seeds as one batch").
+    so each seed follows `run`'s trajectory within float32 rounding: vmap's batched
+    kernels may sum in another order than the per-seed ones (which order depends on the
+    CPU's vector width), so weights and mean losses agree within a bound derived from the
+    number of steps, not bit for bit, and the accuracy matrices of every tested case are
+    equal (tests/test_engine_seeds.py). What is shared is the per-step overhead:
+    1.05-1.4x per seed on 2 CPU cores, where the step is close to compute-bound; on a GPU
+    it is expected to pay more, which has not been measured (docs/running.md, "Several
+    seeds as one batch").
     """
     if len(strategies) != len(seeds):
         raise ValueError(f"{len(strategies)} strategies for {len(seeds)} seeds")

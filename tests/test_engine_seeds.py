@@ -2,14 +2,26 @@
 seeds run one after another (`engine.run`, the reference).
 
 Each seed's gradient in the batched step is its own loss's gradient and the optimizer's
-updates are elementwise, so every seed follows its own trajectory. Where vmap's batched
-kernels do the same arithmetic (cross-entropy, EWC's penalty and the distillation of
-linear heads, WA's clipping: the `EXACT` cases) the weights are equal bit for bit; where
-they reduce in another order (weighted cross-entropy, the cosine head's normalisation,
-BiC's corrected logits) the weights differ by float32 rounding, compared at relative
-1e-6. The accuracy matrices must be equal in every case: the blobs' classes are far apart,
-so no test prediction is within rounding of a tie. The mean training loss is summed in
-another order by the batched reduction: relative 1e-5.
+updates are elementwise, so every seed follows its own trajectory. The two paths are not
+the same kernels: vmap's batched matrix products and reductions may sum in another order,
+and which order depends on the CPU's vector width (on an AVX-512 machine even the plain
+cross-entropy case differs in the last float32 digit). Bit-equality is therefore not
+something torch promises here, and the weights are compared within a derived bound:
+
+- one step's update differs between the paths by a few roundings of the sums it is made
+  of: at most 4u of its size, u = 2**-24 (float32's unit roundoff), for the short sums of
+  these small heads;
+- heavy-ball momentum μ carries each step's update into every later step with weights
+  μ^k, so one step's discrepancy reaches the weights at most 1/(1 − μ) times;
+- the losses are convex in the head and lr is below SGD's stability limit, so earlier
+  discrepancies are not amplified by later steps; over N steps they add up at most
+  linearly, and no update is larger than the weights it changes (lr·|g| ≤ |θ| here).
+
+Hence |Δθ| / |θ| ≤ 4u · N / (1 − μ), which `tolerance` computes from the run's own number
+of steps (1.1e-3 for these runs, 3.9e-3 with BiC's second stage; the discrepancy reported
+from an AVX-512 machine was 4e-7). The accuracy matrices must be equal in every case: the
+blobs' classes are far apart, so no test prediction is within that bound of a tie. The
+mean training loss moves with the weights: same bound.
 """
 
 from __future__ import annotations
@@ -36,7 +48,19 @@ CASES = [(name, {}, "linear", {}) for name in strategies.list_strategies()] + [
     ("bic", {"memory_size": 12}, "cosine", {}),
 ]
 SEEDS = [0, 1, 2]
-INEXACT = {"bic", "cosine", "class_weighting=balanced", "weight_aligning-linear-memory_size=12"}
+UNIT_ROUNDOFF = 2.0**-24  # float32
+
+
+def tolerance(training: dict, num_train: int, experiences: int, extra_steps: int = 0) -> float:
+    """4u · N / (1 − μ): the bound of the module docstring for N optimizer steps.
+
+    N counts every experience as if it trained on twice the whole training set (an upper
+    bound on its own share, with exemplars, the joint strategy's growing set or
+    class-balanced oversampling), plus `extra_steps` of a second stage."""
+    steps_per_epoch = math.ceil(2 * num_train / training["batch_size"])
+    steps = experiences * training["epochs"] * steps_per_epoch + extra_steps
+    momentum = training.get("momentum", 0.0) if training["optimizer"] == "sgd" else 0.9
+    return 4 * UNIT_ROUNDOFF * steps / (1 - momentum)
 
 
 def case_id(case) -> str:
@@ -96,16 +120,20 @@ def test_batched_seeds_equal_seeds_run_one_by_one(
     )
     trains_head = strategies.get_strategy(name).trains_head
     assert batched_calls == ([3] * scenario_2_2.num_experiences if trains_head else [])
+    num_train, experiences = len(blob_tensors[1]), scenario_2_2.num_experiences
+    # BiC's stage 2: 200 epochs per experience on its held-out tenth (one class-balanced
+    # slice, at most a tenth of the training set plus one sample per class).
+    held_out = num_train // 10 + scenario_2_2.num_classes
+    stage_2 = experiences * 200 * math.ceil(held_out / training["batch_size"])
+    bound = tolerance(training, num_train, experiences, stage_2 if name == "bic" else 0)
+    assert bound < 1e-2  # a bound this loose would no longer test anything
     for one, together in zip(reference, batched, strict=True):
         assert together.accuracy_matrix == one.accuracy_matrix
-        if any(part in case_id(case) for part in INEXACT):
-            for a, b in zip(one.weight_norms, together.weight_norms, strict=True):
-                assert b == pytest.approx(a, rel=1e-6)
-        else:
-            assert together.weight_norms == one.weight_norms
+        for a, b in zip(one.weight_norms, together.weight_norms, strict=True):
+            assert b == pytest.approx(a, rel=bound)
         assert together.newest_share == one.newest_share
         for a, b in zip(one.train_loss, together.train_loss, strict=True):
-            assert (a is None and b is None) or math.isclose(a, b, rel_tol=1e-5)
+            assert (a is None and b is None) or math.isclose(a, b, rel_tol=bound)
     # The seeds really differ, so equality above is not one run copied three times.
     assert len({str(r.weight_norms) for r in reference}) == len(SEEDS) or not trains_head
 
