@@ -9,6 +9,11 @@ feature extraction under autocast and non-deterministic kernels may move predict
 near a decision boundary: a CUDA record is compared with a tolerance of 1 percentage
 point per cell unless `--tolerance` says otherwise. Records trained as one batch of
 seeds (`headbench run --batch-seeds`, their `seed_batch`) are re-run as that batch.
+
+A record is data: `reproduce` exists to check records other people send, so a record
+must never choose code to run. Before anything runs, every record is searched for the
+fields that would make this process import, call or unpickle something the record names
+(`code_fields`); a record with one is refused unless `--trust-record` is given.
 """
 
 from __future__ import annotations
@@ -23,6 +28,52 @@ from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
 
 CUDA_TOLERANCE = 0.01  # accuracy as a fraction: 1 percentage point
+TRUST_FLAG = "--trust-record"
+
+
+def code_fields(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, what it would do) for each field of a record that leads to running code.
+
+    - `config.dataset.benchmark` (the `avalanche` dataset): a `module:callable` that is
+      imported and called with `config.dataset.arguments`; any callable, `os:system` too.
+    - `config.dataset.verify_checksums = false`: torchvision's CIFAR loaders unpickle
+      the dataset files, and only the MD5 check stands between a crafted file and its
+      code running.
+    Everything else a record names is looked up, never imported: strategies and
+    backbones by registry name (an unknown name is refused), datasets by name, and
+    checkpoints are read with `torch.load(weights_only=True)` or safetensors.
+    """
+    config = record.get("config")
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    if not isinstance(dataset, dict):
+        return []
+    found = []
+    if dataset.get("name") == "avalanche" or "benchmark" in dataset:
+        found.append(
+            (
+                f"config.dataset.benchmark = {str(dataset.get('benchmark', ''))!r}",
+                "names code to import and call",
+            )
+        )
+    if dataset.get("verify_checksums") is False:
+        found.append(
+            (
+                "config.dataset.verify_checksums = false",
+                "lets the dataset files be unpickled unchecked (a crafted file runs code)",
+            )
+        )
+    return found
+
+
+def refuse_code(path: Path, record: dict[str, Any]) -> None:
+    """UsageError (one line: the record, the field, the flag) if the record names code."""
+    found = code_fields(record)
+    if found:
+        field, effect = found[0]
+        raise UsageError(
+            f"{path}: {field} {effect}; reproduce runs such a record only with {TRUST_FLAG} "
+            "(records are data: trust it only if you would run its config yourself)"
+        )
 
 
 def find_records(path: Path) -> list[Path]:
@@ -101,10 +152,16 @@ def reproduce(
     cache_dir: str | None,
     tolerance: float | None,
     progress: Progress,
+    trust_record: bool = False,
 ) -> list[tuple[Comparison, float]]:
     """Re-run every record; (comparison, tolerance used) per record. Records on one
-    benchmark share one feature extraction."""
+    benchmark share one feature extraction. Every record is read and checked first:
+    UsageError, nothing run, if one is not a run record or (without `trust_record`)
+    names code to run (`code_fields`)."""
     records = [_load(path) for path in paths]
+    if not trust_record:
+        for path, record in zip(paths, records, strict=True):
+            refuse_code(path, record)
     prepared: dict[str, run.Prepared] = {}
     batches: dict[tuple, list[dict]] = {}  # a batch's fresh records, run once for its seeds
     results = []
