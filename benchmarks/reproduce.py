@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import strategies
 from benchmarks import run
 from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
+from reports.records import ReportError, RunRecord
 
 CUDA_TOLERANCE = 0.01  # accuracy as a fraction: 1 percentage point
 TRUST_FLAG = "--trust-record"
@@ -90,13 +92,26 @@ def find_records(path: Path) -> list[Path]:
 
 
 def _load(path: Path) -> dict[str, Any]:
+    """A record read and checked field by field (`RunRecord.parse`), its strategy known to
+    the registry; UsageError naming the file, the field and what is accepted."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise UsageError(f"{path} cannot be read as a run record: {error}") from None
-    missing = [k for k in ("config", "seed", "strategy", "accuracy_matrix") if k not in record]
-    if missing:
-        raise UsageError(f"{path} is not a run record: it has no {', '.join(missing)}")
+    try:
+        RunRecord.parse(record, path)
+    except ReportError as error:
+        raise UsageError(str(error)) from None
+    if record["strategy"] not in strategies.list_strategies():
+        raise UsageError(
+            f"{path}: strategy = {record['strategy']!r} is not registered here; accepted: "
+            f"{', '.join(strategies.list_strategies())}"
+        )
+    if record["strategy"] not in record["config"].get("strategies", {}):
+        raise UsageError(
+            f"{path}: config.strategies has no table for strategy {record['strategy']!r}; "
+            "accepted: the config that reruns exactly this run (as headbench run writes it)"
+        )
     return record
 
 
@@ -165,7 +180,8 @@ def reproduce(
     prepared: dict[str, run.Prepared] = {}
     batches: dict[tuple, list[dict]] = {}  # a batch's fresh records, run once for its seeds
     results = []
-    for record in progress.iterate(records, "runs", total=len(records)):
+    pairs = list(zip(paths, records, strict=True))
+    for path, record in progress.iterate(pairs, "runs", total=len(pairs)):
         raw = record["config"]
         plan = run.plan_config(
             raw,
@@ -174,6 +190,12 @@ def reproduce(
             device=device,
             cache_dir=cache_dir,
         )
+        if len(record["accuracy_matrix"]) != plan.scenario.num_experiences:
+            raise UsageError(
+                f"{path}: accuracy_matrix has "
+                f"{len(record['accuracy_matrix'])} rows but its config makes "
+                f"{plan.scenario.num_experiences} experiences; accepted: one row per experience"
+            )
         key = run.features_key(plan)
         if key not in prepared:
             prepared[key] = run.prepare(plan, progress)
