@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="allowed |difference| per cell in points (default 0 on CPU, 1 for CUDA records)",
     )
+    reproduce.add_argument(
+        "--trust-record",
+        action="store_true",
+        help="run records that name code (an Avalanche benchmark's module:callable, "
+        "unchecked pickled dataset files); only for records you would run yourself",
+    )
     _share_options(run, reproduce, ("--device", "--quiet", "--cache-dir"))
 
     report = commands.add_parser(
@@ -297,6 +303,7 @@ def command_reproduce(args: argparse.Namespace) -> int:
         args.cache_dir,
         tolerance,
         Progress(args.quiet),
+        args.trust_record,
     )
     text, reproduced = reproduce.render(results)
     print(text)

@@ -9,6 +9,11 @@ feature extraction under autocast and non-deterministic kernels may move predict
 near a decision boundary: a CUDA record is compared with a tolerance of 1 percentage
 point per cell unless `--tolerance` says otherwise. Records trained as one batch of
 seeds (`headbench run --batch-seeds`, their `seed_batch`) are re-run as that batch.
+
+A record is data: `reproduce` exists to check records other people send, so a record
+must never choose code to run. Before anything runs, every record is searched for the
+fields that would make this process import, call or unpickle something the record names
+(`code_fields`); a record with one is refused unless `--trust-record` is given.
 """
 
 from __future__ import annotations
@@ -18,11 +23,59 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import strategies
 from benchmarks import run
 from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
+from reports.records import ReportError, RunRecord
 
 CUDA_TOLERANCE = 0.01  # accuracy as a fraction: 1 percentage point
+TRUST_FLAG = "--trust-record"
+
+
+def code_fields(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, what it would do) for each field of a record that leads to running code.
+
+    - `config.dataset.benchmark` (the `avalanche` dataset): a `module:callable` that is
+      imported and called with `config.dataset.arguments`; any callable, `os:system` too.
+    - `config.dataset.verify_checksums = false`: torchvision's CIFAR loaders unpickle
+      the dataset files, and only the MD5 check stands between a crafted file and its
+      code running.
+    Everything else a record names is looked up, never imported: strategies and
+    backbones by registry name (an unknown name is refused), datasets by name, and
+    checkpoints are read with `torch.load(weights_only=True)` or safetensors.
+    """
+    config = record.get("config")
+    dataset = config.get("dataset") if isinstance(config, dict) else None
+    if not isinstance(dataset, dict):
+        return []
+    found = []
+    if dataset.get("name") == "avalanche" or "benchmark" in dataset:
+        found.append(
+            (
+                f"config.dataset.benchmark = {str(dataset.get('benchmark', ''))!r}",
+                "names code to import and call",
+            )
+        )
+    if dataset.get("verify_checksums") is False:
+        found.append(
+            (
+                "config.dataset.verify_checksums = false",
+                "lets the dataset files be unpickled unchecked (a crafted file runs code)",
+            )
+        )
+    return found
+
+
+def refuse_code(path: Path, record: dict[str, Any]) -> None:
+    """UsageError (one line: the record, the field, the flag) if the record names code."""
+    found = code_fields(record)
+    if found:
+        field, effect = found[0]
+        raise UsageError(
+            f"{path}: {field} {effect}; reproduce runs such a record only with {TRUST_FLAG} "
+            "(records are data: trust it only if you would run its config yourself)"
+        )
 
 
 def find_records(path: Path) -> list[Path]:
@@ -39,13 +92,26 @@ def find_records(path: Path) -> list[Path]:
 
 
 def _load(path: Path) -> dict[str, Any]:
+    """A record read and checked field by field (`RunRecord.parse`), its strategy known to
+    the registry; UsageError naming the file, the field and what is accepted."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise UsageError(f"{path} cannot be read as a run record: {error}") from None
-    missing = [k for k in ("config", "seed", "strategy", "accuracy_matrix") if k not in record]
-    if missing:
-        raise UsageError(f"{path} is not a run record: it has no {', '.join(missing)}")
+    try:
+        RunRecord.parse(record, path)
+    except ReportError as error:
+        raise UsageError(str(error)) from None
+    if record["strategy"] not in strategies.list_strategies():
+        raise UsageError(
+            f"{path}: strategy = {record['strategy']!r} is not registered here; accepted: "
+            f"{', '.join(strategies.list_strategies())}"
+        )
+    if record["strategy"] not in record["config"].get("strategies", {}):
+        raise UsageError(
+            f"{path}: config.strategies has no table for strategy {record['strategy']!r}; "
+            "accepted: the config that reruns exactly this run (as headbench run writes it)"
+        )
     return record
 
 
@@ -101,14 +167,21 @@ def reproduce(
     cache_dir: str | None,
     tolerance: float | None,
     progress: Progress,
+    trust_record: bool = False,
 ) -> list[tuple[Comparison, float]]:
     """Re-run every record; (comparison, tolerance used) per record. Records on one
-    benchmark share one feature extraction."""
+    benchmark share one feature extraction. Every record is read and checked first:
+    UsageError, nothing run, if one is not a run record or (without `trust_record`)
+    names code to run (`code_fields`)."""
     records = [_load(path) for path in paths]
+    if not trust_record:
+        for path, record in zip(paths, records, strict=True):
+            refuse_code(path, record)
     prepared: dict[str, run.Prepared] = {}
     batches: dict[tuple, list[dict]] = {}  # a batch's fresh records, run once for its seeds
     results = []
-    for record in progress.iterate(records, "runs", total=len(records)):
+    pairs = list(zip(paths, records, strict=True))
+    for path, record in progress.iterate(pairs, "runs", total=len(pairs)):
         raw = record["config"]
         plan = run.plan_config(
             raw,
@@ -117,6 +190,12 @@ def reproduce(
             device=device,
             cache_dir=cache_dir,
         )
+        if len(record["accuracy_matrix"]) != plan.scenario.num_experiences:
+            raise UsageError(
+                f"{path}: accuracy_matrix has "
+                f"{len(record['accuracy_matrix'])} rows but its config makes "
+                f"{plan.scenario.num_experiences} experiences; accepted: one row per experience"
+            )
         key = run.features_key(plan)
         if key not in prepared:
             prepared[key] = run.prepare(plan, progress)

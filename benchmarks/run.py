@@ -13,6 +13,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -31,11 +32,9 @@ from benchmarks.cache import Cache, resolve_directory
 from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
 from benchmarks.scenario import Scenario, abridged, resolve_class_order
-from reports import tables
 from reports.metrics import all_metrics
+from reports.records import RunRecord
 from strategies.base import resolved_config
-
-RECORD_FORMAT = 1
 
 
 def named_options() -> dict[str, dict[str, dict[str, config.Option]]]:
@@ -219,6 +218,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         if device.type == "cuda"
         else platform.processor(),
         "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "threads": torch.get_num_threads(),  # float sums are ordered by the thread split
         **code_version(),
     }
 
@@ -345,36 +345,35 @@ def _record(
 ) -> dict[str, Any]:
     data, scenario, features = plan.data, plan.scenario, prepared.features
     run_id, run_config = run_identity(plan, name, seed)
-    return {
-        "format": RECORD_FORMAT,
-        "run_id": run_id,
-        "benchmark": plan.benchmark,
-        "strategy": name,
-        "paper": strategies.get_strategy(name).paper,
-        "seed": seed,
-        "config": run_config,
-        "class_order": scenario.class_order,
-        "experiences": [scenario.original_classes(i) for i in range(scenario.num_experiences)],
-        "class_names": data.class_names,
-        "accuracy_matrix": result.accuracy_matrix,
-        "test_counts": result.test_counts,
-        "metrics": {  # strict JSON: null where a metric is undefined (one experience)
+    return RunRecord(
+        run_id=run_id,
+        benchmark=plan.benchmark,
+        strategy=name,
+        paper=strategies.get_strategy(name).paper,
+        seed=seed,
+        config=run_config,
+        class_order=scenario.class_order,
+        experiences=[scenario.original_classes(i) for i in range(scenario.num_experiences)],
+        class_names=data.class_names,
+        accuracy_matrix=result.accuracy_matrix,
+        test_counts=result.test_counts,
+        metrics={  # strict JSON: null where a metric is undefined (one experience)
             key: None if math.isnan(value) else value
             for key, value in all_metrics(result.accuracy_matrix, result.test_counts).items()
         },
-        "newest_share": result.newest_share,
-        "weight_norms": result.weight_norms,
-        "train_loss": result.train_loss,
-        "seconds": {
+        newest_share=result.newest_share,
+        weight_norms=result.weight_norms,
+        train_loss=result.train_loss,
+        seconds={
             "features": prepared.seconds,
             **result.seconds,
             "run": seconds,  # a batch's time shared equally by its seeds
         },
-        "data_fingerprint": data.fingerprint,
-        "features_fingerprint": prepared.fingerprint,
-        "features_cache": features.cache,  # per split: entry digest, checksum, source
-        "environment": prepared.environment,
-    }
+        data_fingerprint=data.fingerprint,
+        features_fingerprint=prepared.fingerprint,
+        features_cache=features.cache,  # per split: entry digest, checksum, source
+        environment=prepared.environment,
+    ).to_json()
 
 
 def execute(
@@ -385,7 +384,11 @@ def execute(
     `batch_seeds`: each strategy's seeds train as one batched computation (`run_batch`);
     a batch in which a seed diverges is run again seed by seed, so the others still get
     their records. A run whose loss diverges is reported and left out (no record); the
-    others go on. Returns the records, one line per failed run, and the Markdown summary.
+    others go on. Returns the records, one line per failed run, and the summary printed.
+
+    The summary (`summary.md`, `summary.csv`) is `headbench report`'s own, over every
+    record in the output folder: a partial run (`--strategy ncm`) adds its rows and keeps
+    the others'.
     """
     created = [path for path in (plan.out, plan.out / "runs") if not path.exists()]
     runs_dir = store.prepare_out(plan.out)
@@ -426,13 +429,29 @@ def execute(
         for record in batch:
             store.write_record(runs_dir, record)
             records.append(record)
-    summary = tables.summarise(records)
-    table = tables.markdown(summary)
+    return records, failures, write_summary(plan.out, failures)
+
+
+def write_summary(out: Path, failures: list[str] = ()) -> str:
+    """`summary.md` and `summary.csv` of every record under `out`, built by `headbench
+    report`'s aggregation (the same tables and CSV schema as `OUT/report/`); the Markdown.
+    A record there that the report refuses leaves no summary (an earlier one is removed:
+    it would no longer describe the folder), and the text says which record and why."""
+    from reports.records import ReportError
+    from reports.report import build
+
+    failed = ""
     if failures:
-        table += "\nFailed runs (not in the table):\n" + "".join(f"- {f}\n" for f in failures)
-    store.atomic_write(plan.out / "summary.csv", tables.tidy_csv(summary))
-    store.atomic_write(plan.out / "summary.md", f"{describe(plan)}\n\n{table}")
-    return records, failures, table
+        failed = "\nFailed runs (not in the table):\n" + "".join(f"- {f}\n" for f in failures)
+    try:
+        report = build(out, ["csv"])
+    except ReportError as error:
+        for name in ("summary.md", "summary.csv"):
+            (out / name).unlink(missing_ok=True)
+        return f"(no summary table: {error})\n{failed}"
+    store.atomic_write(out / "summary.csv", report.files["summary.csv"].decode())
+    store.atomic_write(out / "summary.md", report.summary + failed)
+    return report.summary + failed
 
 
 def describe(plan: Plan) -> str:
@@ -449,10 +468,23 @@ def describe(plan: Plan) -> str:
     )
 
 
+def report_hint(out: Path) -> str:
+    """The two lines after a run's table: the exact report command and what it makes."""
+    return (
+        f"next: headbench report {shlex.quote(str(out))}\n"
+        f"  writes {out / 'report'}/: figures (PNG, PDF), LaTeX tables, an HTML page, "
+        "report.md with 95% confidence intervals and ranks, and CSVs of every metric"
+    )
+
+
 def print_summary(plan: Plan, records: list[dict], table: str) -> None:
     out = plan.out
-    print(describe(plan))
-    print("accuracies in %, forgetting and BWT in percentage points; mean ± std over seeds\n")
     print(table)
-    print(f"results: {out}/summary.md, {out}/summary.csv and {len(records)} records in {out}/runs/")
+    total = len(list((out / "runs").glob("*.json")))
+    summaries = f"{out}/summary.md, {out}/summary.csv (" if (out / "summary.md").exists() else ""
+    print(
+        f"results: {summaries}{total} record{'s' * (total != 1)} in {out}/runs/, "
+        f"{len(records)} written now{')' if summaries else ''}"
+    )
+    print(report_hint(out))
     sys.stdout.flush()

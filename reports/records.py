@@ -12,24 +12,227 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-SUPPORTED_FORMATS = (1,)
-REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "format": int,
-    "benchmark": str,
-    "strategy": str,
-    "seed": int,
-    "config": dict,
-    "accuracy_matrix": list,
-    "test_counts": list,
-}
 
 
 class ReportError(ValueError):
     """Bad input for a report: the message names the bad value and what is accepted."""
+
+
+SCHEMA_VERSION = 2
+"""Version 2 added `schema_version` itself and `environment.threads` (torch's intra-op
+thread count); a record without `schema_version` is version 1 (it said `"format": 1`)."""
+SUPPORTED_VERSIONS = (1, 2)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run (one strategy, one seed) as `headbench run`, `sweep` and `tune` write it and
+    `headbench report` and `reproduce` read it: `runs/<run_id>.json`.
+
+    A record is data: it names a config, a strategy and a seed, never code to import.
+    `RunRecord.parse` checks every field below (type, range and agreement with the
+    accuracy matrix's size) and refuses a bad record with ReportError naming the file,
+    the field and what is accepted. Fields after `test_counts` are optional on reading
+    (records of older versions, or written by hand, may lack them).
+    """
+
+    benchmark: str  # the config's name
+    strategy: str  # registry name
+    seed: int  # in [0, 2**32)
+    config: dict[str, Any]  # resolved config that reruns exactly this run
+    accuracy_matrix: list[list[float | None]]  # (T, T): R[i][j] in [0, 1], null above
+    test_counts: list[int]  # (T,) test samples per experience, positive
+    schema_version: int = SCHEMA_VERSION
+    run_id: str | None = None
+    paper: str | None = None
+    seed_batch: list[int] | None = None  # seeds trained with this one as one batch
+    class_order: list[int] | None = None  # original class ids in order of arrival
+    experiences: list[list[int]] | None = None  # (T, classes of experience i)
+    class_names: list[str] | None = None
+    metrics: dict[str, float | None] | None = None
+    newest_share: list[float] | None = None  # (T,) in [0, 1]
+    weight_norms: list[list[float]] | None = None  # (T, classes seen after i)
+    train_loss: list[float | None] | None = None  # (T,) >= 0, null: no training
+    seconds: dict[str, float] | None = None
+    data_fingerprint: str | None = None
+    features_fingerprint: str | None = None
+    features_cache: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    selection: dict[str, Any] | None = None  # how `headbench tune` chose the variant
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as written: every field, optional ones left out when None."""
+        required = ("benchmark", "strategy", "seed", "config", "accuracy_matrix", "test_counts")
+        data = {"schema_version": self.schema_version}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name != "schema_version" and (item.name in required or value is not None):
+                data[item.name] = value
+        return data
+
+    @classmethod
+    def parse(cls, data: Any, path: Path | str) -> RunRecord:
+        """Check a record read from JSON field by field; ReportError on the first bad field."""
+        check_record(data, path)
+        known = {item.name for item in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["schema_version"] = data.get("schema_version", 1)
+        return cls(**values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _refuse(path: Path | str, field: str, value: Any, accepted: str) -> ReportError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return ReportError(f"{path}: {field} = {shown}; accepted: {accepted}")
+
+
+def _is_number_list(value: Any, size: int | None, low: float | None = None) -> bool:
+    return (
+        isinstance(value, list)
+        and (size is None or len(value) == size)
+        and all(_is_number(v) and (low is None or v >= low) for v in value)
+    )
+
+
+REQUIRED_FIELDS = ("benchmark", "strategy", "seed", "config", "accuracy_matrix", "test_counts")
+CONFIG_TABLES = ("dataset", "backbone", "head", "scenario", "training", "strategies")
+
+
+def check_record(data: Any, path: Path | str) -> None:
+    """ReportError naming the file, the first bad field and what is accepted."""
+    if not isinstance(data, dict):
+        raise ReportError(
+            f"{path}: holds a JSON {type(data).__name__}; accepted: a run record (an object)"
+        )
+    for key in REQUIRED_FIELDS:
+        if key not in data:
+            raise ReportError(
+                f"{path}: not a run record, '{key}' is missing; accepted: records written by "
+                f"headbench run (with {', '.join(REQUIRED_FIELDS)})"
+            )
+    version = data.get("schema_version", 1)
+    if "schema_version" not in data and data.get("format", 1) != 1:
+        raise _refuse(path, "format", data["format"], "1 (or schema_version 1 or 2)")
+    if not _is_int(version) or version not in SUPPORTED_VERSIONS:
+        raise _refuse(
+            path, "schema_version", version, f"one of {', '.join(map(str, SUPPORTED_VERSIONS))}"
+        )
+    for key in ("benchmark", "strategy"):
+        if not isinstance(data[key], str) or not data[key]:
+            raise _refuse(path, key, data[key], "a non-empty string")
+    for key in ("run_id", "paper", "data_fingerprint", "features_fingerprint"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise _refuse(path, key, data[key], "a string")
+    seed = data["seed"]
+    if not _is_int(seed) or not 0 <= seed < 2**32:
+        raise _refuse(path, "seed", seed, "an integer in [0, 2**32)")
+    if "seed_batch" in data:
+        batch = data["seed_batch"]
+        if not (isinstance(batch, list) and batch and all(_is_int(s) for s in batch)) or (
+            seed not in batch or len(set(batch)) != len(batch)
+        ):
+            raise _refuse(
+                path,
+                "seed_batch",
+                batch,
+                f"a list of distinct integer seeds that holds seed {seed}",
+            )
+    config = data["config"]
+    if not isinstance(config, dict):
+        raise _refuse(path, "config", config, "an object (the resolved config)")
+    for table in CONFIG_TABLES:
+        if table in config and not isinstance(config[table], dict):
+            raise _refuse(path, f"config.{table}", config[table], "an object (a TOML table)")
+    for name, hyperparameters in config.get("strategies", {}).items():
+        if not isinstance(hyperparameters, dict):
+            raise _refuse(path, f"config.strategies.{name}", hyperparameters, "an object")
+    _check_matrix(path, data["accuracy_matrix"], data["test_counts"])
+    size = len(data["accuracy_matrix"])
+    experiences = data.get("experiences")
+    if experiences is not None and not (
+        isinstance(experiences, list)
+        and len(experiences) == size
+        and all(
+            isinstance(e, list) and e and all(_is_int(c) and c >= 0 for c in e) for e in experiences
+        )
+    ):
+        raise _refuse(
+            path, "experiences", experiences,
+            f"{size} non-empty lists of class ids, one per row of accuracy_matrix",
+        )  # fmt: skip
+    sizes = [len(e) for e in experiences] if experiences is not None else None
+    total = sum(sizes) if sizes is not None else None
+    class_order = data.get("class_order")
+    if class_order is not None and not (
+        isinstance(class_order, list)
+        and all(_is_int(c) and c >= 0 for c in class_order)
+        and len(set(class_order)) == len(class_order)
+        and (total is None or len(class_order) >= total)
+    ):
+        raise _refuse(
+            path, "class_order", class_order,
+            "a list of distinct class ids (non-negative integers), at least one per class "
+            "of the experiences",
+        )  # fmt: skip
+    names = data.get("class_names")
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) for n in names)
+    ):
+        raise _refuse(path, "class_names", names, "a list of strings, or null")
+    shares = data.get("newest_share")
+    if shares is not None and not (
+        _is_number_list(shares, size, 0.0) and all(share <= 1 for share in shares)
+    ):
+        raise _refuse(
+            path, "newest_share", shares, f"a list of {size} numbers in [0, 1], one per experience"
+        )
+    losses = data.get("train_loss")
+    if losses is not None and not (
+        isinstance(losses, list)
+        and len(losses) == size
+        and all(loss is None or (_is_number(loss) and loss >= 0) for loss in losses)
+    ):
+        raise _refuse(
+            path, "train_loss", losses,
+            f"a list of {size} numbers >= 0 (null for an experience without training), "
+            "one per experience",
+        )  # fmt: skip
+    norms = data.get("weight_norms")
+    if norms is not None:
+        seen = [sum(sizes[: i + 1]) for i in range(size)] if sizes is not None else None
+        if not (
+            isinstance(norms, list)
+            and len(norms) == size
+            and all(
+                _is_number_list(row, None if seen is None else seen[i], 0.0)
+                for i, row in enumerate(norms)
+            )
+        ):
+            expected = "" if seen is None else f" of lengths {seen}"
+            raise _refuse(
+                path, "weight_norms", norms,
+                f"{size} lists{expected} (one norm >= 0 per class seen after each experience)",
+            )  # fmt: skip
+    for key in ("metrics", "seconds"):
+        value = data.get(key)
+        if value is not None and not (
+            isinstance(value, dict) and all(v is None or _is_number(v) for v in value.values())
+        ):
+            raise _refuse(path, key, value, "an object of numbers (null where undefined)")
+    for key in ("features_cache", "environment", "selection"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise _refuse(path, key, data[key], "an object")
 
 
 @dataclass(frozen=True)
@@ -119,7 +322,11 @@ def find_record_files(results_dir: Path) -> list[Path]:
     return sorted(path for path in candidates if not path.name.startswith("."))
 
 
-def _check_matrix(path: Path, matrix: Any, counts: Any) -> None:
+def _check_matrix(path: Path | str, matrix: Any, counts: Any) -> None:
+    if not isinstance(matrix, list):
+        raise _refuse(path, "accuracy_matrix", matrix, "a square list of lists (T rows)")
+    if not isinstance(counts, list):
+        raise _refuse(path, "test_counts", counts, "a list of positive integers")
     size = len(matrix)
     if size == 0 or any(not isinstance(row, list) or len(row) != size for row in matrix):
         raise ReportError(
@@ -155,7 +362,8 @@ def _check_matrix(path: Path, matrix: Any, counts: Any) -> None:
 
 
 def read_record(path: Path) -> Run:
-    """Load and check one record; ReportError naming the file if it is not a run record."""
+    """Load and check one record (`RunRecord.parse`); ReportError naming the file, the bad
+    field and what is accepted if it is not a valid run record."""
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
@@ -164,30 +372,8 @@ def read_record(path: Path) -> Run:
         raise ReportError(
             f"{path}: not valid JSON ({error}); accepted: run records written by headbench run"
         ) from None
-    if not isinstance(record, dict):
-        raise ReportError(
-            f"{path}: holds a JSON {type(record).__name__}; accepted: a run record (an object)"
-        )
-    for key, kind in REQUIRED_FIELDS.items():
-        if key not in record:
-            raise ReportError(
-                f"{path}: not a run record, '{key}' is missing; accepted: records written by "
-                f"headbench run (with {', '.join(REQUIRED_FIELDS)})"
-            )
-        value = record[key]
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ReportError(f"{path}: '{key}' is {value!r}; accepted: a JSON {_json_type(kind)}")
-    if record["format"] not in SUPPORTED_FORMATS:
-        raise ReportError(
-            f"{path}: record format {record['format']}; accepted: "
-            f"{', '.join(map(str, SUPPORTED_FORMATS))}"
-        )
-    _check_matrix(path, record["accuracy_matrix"], record["test_counts"])
+    RunRecord.parse(record, path)
     return Run(path, record)
-
-
-def _json_type(kind: type | tuple[type, ...]) -> str:
-    return {int: "integer", str: "string", dict: "object", list: "array"}.get(kind, str(kind))
 
 
 def load_runs(results_dir: Path) -> list[Run]:

@@ -1,17 +1,46 @@
 """Small deterministic fixtures: Gaussian-blob features, an .npz of them, config files, a
 generated CIFAR-100 folder in torchvision's on-disk format and a local ResNet-18 weights
-file. Every test gets its own empty feature cache (HEADBENCH_CACHE), never the user's."""
+file.
+
+Tests never touch the user's home: before anything else is imported, this module points
+HOME and every default folder derived from it (the feature cache, the XDG cache, config
+and data folders, torch hub, Hugging Face, matplotlib's config) at one temporary folder
+for the whole session, so module- and session-scoped fixtures are covered too; and every
+test gets its own empty feature cache (HEADBENCH_CACHE) on top of that."""
 
 from __future__ import annotations
 
-import pickle
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="headbench-tests-home-"))
+ISOLATED_ENVIRONMENT = {
+    "HOME": SESSION_HOME,
+    "XDG_CACHE_HOME": SESSION_HOME / ".cache",
+    "XDG_CONFIG_HOME": SESSION_HOME / ".config",
+    "XDG_DATA_HOME": SESSION_HOME / ".local" / "share",
+    "HEADBENCH_CACHE": SESSION_HOME / ".cache" / "headbench",
+    "TORCH_HOME": SESSION_HOME / ".cache" / "torch",
+    "HF_HOME": SESSION_HOME / ".cache" / "huggingface",
+    "MPLCONFIGDIR": SESSION_HOME / ".config" / "matplotlib",
+}
+"""Every default path headbench or its libraries derive from the user's home."""
+os.environ.update({name: str(path) for name, path in ISOLATED_ENVIRONMENT.items()})
 
-from benchmarks.scenario import Scenario
+import pickle  # noqa: E402  (after the environment: imports may read it)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.scenario import Scenario  # noqa: E402
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
 
 NUM_CLASSES = 6
 DIM = 16

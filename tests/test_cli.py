@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -192,29 +193,74 @@ def test_run_record_holds_the_fully_resolved_config_and_results(
     assert records["naive"]["config"]["strategies"]["naive"] == REPLAY_FLAG
 
 
-def test_summary_csv_is_tidy_and_summary_md_holds_the_printed_table(config_file, tmp_path, capsys):
+def test_summary_is_the_reports_own_and_summary_md_holds_the_printed_table(
+    config_file, tmp_path, capsys
+):
     out = tmp_path / "out"
     code, stdout, stderr = run_cli(capsys, "run", config_file, "--out", out, "--quiet")
     assert code == 0, stderr
     records = read_records(out)
 
+    # One aggregation, one schema: the run's summary.csv is byte for byte the report's.
+    code, _, stderr = run_cli(capsys, "report", out, "--format", "csv", "--out", tmp_path / "r")
+    assert code == 0, stderr
+    assert (out / "summary.csv").read_bytes() == (tmp_path / "r" / "summary.csv").read_bytes()
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary.columns) == ["strategy", "metric", "mean", "std", "seeds"]
-    assert len(summary) == len(ALL_STRATEGIES) * len(METRIC_KEYS)
-    assert not summary.duplicated(["strategy", "metric"]).any()
+    assert list(summary.columns)[:4] == ["benchmark", "strategy", "metric", "mean"]
     assert set(summary["strategy"]) == ALL_STRATEGIES
-    assert set(summary["metric"]) == METRIC_KEYS
-    assert (summary["seeds"] == 1).all()
+    assert not summary.duplicated(["strategy", "metric"]).any()
+    assert (summary["n"] == 1).all()
     # One seed: the mean is that run's value (fractions, not percent).
     for record in records:
         for metric, value in record["metrics"].items():
             cell = summary[(summary.strategy == record["strategy"]) & (summary.metric == metric)]
-            assert cell["mean"].item() == pytest.approx(value)
+            if len(cell):
+                assert cell["mean"].item() == pytest.approx(value)
 
     markdown = (out / "summary.md").read_text()
     printed = [line for line in stdout.splitlines() if line.startswith("|")]
     assert printed
     assert [line for line in markdown.splitlines() if line.startswith("|")] == printed
+
+
+def test_a_partial_run_adds_its_rows_and_keeps_the_others(config_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, stderr = run_cli(
+        capsys, "run", config_file, "--out", out, "--quiet", "--strategy", "naive"
+    )
+    assert code == 0, stderr
+    code, stdout, stderr = run_cli(
+        capsys, "run", config_file, "--out", out, "--quiet", "--strategy", "ncm"
+    )
+    assert code == 0, stderr
+    assert sorted(row[0] for row in table_rows(stdout)) == ["naive", "ncm"]
+    assert set(pd.read_csv(out / "summary.csv")["strategy"]) == {"naive", "ncm"}
+    assert "| naive |" in (out / "summary.md").read_text()
+    assert (
+        f"results: {out}/summary.md, {out}/summary.csv (2 records in {out}/runs/, 1 written "
+        "now)" in stdout
+    )
+
+
+def test_the_run_ends_with_the_report_command_for_its_folder(config_file, tmp_path, capsys):
+    out = tmp_path / "my results"  # a space: the printed command must still work as typed
+    code, stdout, stderr = run_cli(
+        capsys, "run", config_file, "--out", out, "--quiet", "--strategy", "naive"
+    )
+    assert code == 0, stderr
+    assert stdout.splitlines()[-2:] == [
+        f"next: headbench report '{out}'",
+        f"  writes {out}/report/: figures (PNG, PDF), LaTeX tables, an HTML page, report.md "
+        "with 95% confidence intervals and ranks, and CSVs of every metric",
+    ]
+    # The command as printed runs and writes what the line says.
+    argv = shlex.split(stdout.splitlines()[-2].removeprefix("next: headbench "))
+    code, _, stderr = run_cli(capsys, *argv)
+    assert code == 0, stderr
+    written = {p.relative_to(out / "report").as_posix() for p in (out / "report").rglob("*.*")}
+    assert {"report.md", "report.html", "tables.tex", "summary.csv"} <= written
+    assert any(name.endswith(".png") for name in written)
+    assert any(name.endswith(".pdf") for name in written)
 
 
 def test_python_dash_m_benchmarks_runs_in_a_subprocess(config_file, tmp_path):

@@ -348,8 +348,8 @@ def _set(path: list, value) -> callable:
 
 BAD_RECORDS = {
     "missing key": (lambda r: r.pop("accuracy_matrix"), ["'accuracy_matrix' is missing"]),
-    "wrong type": (_set(["seed"], "zero"), ["'seed' is 'zero'", "integer"]),
-    "newer format": (_set(["format"], 2), ["record format 2", "accepted: 1"]),
+    "wrong type": (_set(["seed"], "zero"), ["seed = 'zero'", "integer"]),
+    "newer format": (_set(["format"], 2), ["format = 2", "accepted: 1"]),
     "accuracy above 1": (_set(["accuracy_matrix", 1, 0], 1.5), ["[1][0] = 1.5", "[0, 1]"]),
     "value above the diagonal": (_set(["accuracy_matrix", 0, 1], 0.5), ["[0][1] = 0.5", "null"]),
     "not square": (_set(["accuracy_matrix"], [[0.9, None]]), ["square"]),

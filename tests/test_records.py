@@ -1,0 +1,217 @@
+"""Run records are data: `reproduce` refuses a record that names code to run (unless
+`--trust-record`), and every reader validates a record field by field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_blobs, write_config
+
+from benchmarks.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real naive record on the blobs (the record every bad variant starts from)."""
+    directory = tmp_path_factory.mktemp("recorded")
+    npz = directory / "blobs.npz"
+    np.savez(npz, **make_blobs())
+    config = write_config(directory, npz, "[strategies.naive]\n")
+    code = main(["run", str(config), "--out", str(directory / "out"), "--quiet"])
+    assert code == 0
+    (path,) = (directory / "out" / "runs").glob("*.json")
+    return json.loads(path.read_text())
+
+
+PWNED_DATASET = {
+    "name": "avalanche",
+    "benchmark": "os:system",
+    "arguments": {"command": "touch pwned"},
+}
+
+
+def test_reproduce_refuses_a_record_whose_dataset_names_code(
+    recorded, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    record = json.loads(json.dumps(recorded))
+    record["config"]["dataset"] = PWNED_DATASET
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    code, stdout, stderr = run_cli(capsys, "reproduce", path, "--quiet")
+    assert code == 2
+    assert stdout == ""
+    assert stderr == (
+        f"headbench: error: {path}: config.dataset.benchmark = 'os:system' names code to "
+        "import and call; reproduce runs such a record only with --trust-record (records are "
+        "data: trust it only if you would run its config yourself)\n"
+    )
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_trust_record_is_what_lets_such_a_record_run(recorded, tmp_path, capsys, monkeypatch):
+    # The flag is the only difference: with it the record's callable does run (here a
+    # harmless `touch` in this test's own folder), then fails as no benchmark.
+    monkeypatch.chdir(tmp_path)
+    record = json.loads(json.dumps(recorded))
+    record["config"]["dataset"] = PWNED_DATASET
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    code, _, stderr = run_cli(capsys, "reproduce", path, "--quiet", "--trust-record")
+    assert (tmp_path / "pwned").exists()
+    assert code == 2 and stderr.count("\n") == 1
+
+
+def test_reproduce_refuses_unchecked_pickled_dataset_files(recorded, tmp_path, capsys):
+    record = json.loads(json.dumps(recorded))
+    record["config"]["dataset"] = {
+        "name": "cifar100",
+        "root": str(tmp_path),
+        "download": False,
+        "verify_checksums": False,
+    }
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    code, stdout, stderr = run_cli(capsys, "reproduce", path, "--quiet")
+    assert code == 2 and stdout == ""
+    assert stderr.startswith(
+        f"headbench: error: {path}: config.dataset.verify_checksums = false lets the dataset "
+        "files be unpickled unchecked (a crafted file runs code); reproduce runs such a record "
+        "only with --trust-record"
+    )
+
+
+def test_one_refused_record_in_a_folder_stops_every_run(recorded, tmp_path, capsys):
+    runs = tmp_path / "out" / "runs"
+    runs.mkdir(parents=True)
+    (runs / "a-good.json").write_text(json.dumps(recorded))
+    bad = json.loads(json.dumps(recorded))
+    bad["config"]["dataset"] = PWNED_DATASET
+    (runs / "b-bad.json").write_text(json.dumps(bad))
+    code, stdout, stderr = run_cli(capsys, "reproduce", tmp_path / "out")
+    assert code == 2 and stdout == ""
+    # One line and no progress (not --quiet: a started run would log its features).
+    assert stderr.count("\n") == 1
+    assert stderr.startswith(f"headbench: error: {runs / 'b-bad.json'}: config.dataset.benchmark")
+
+
+def _changed(record: dict, dotted: str, value) -> dict:
+    changed = json.loads(json.dumps(record))
+    *parents, last = dotted.split(".")
+    target = changed
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    return changed
+
+
+# Records that passed the old check and crashed `headbench report` (issue 14), each refused
+# in one line: the file, the field, what is accepted. The recorded run has 3 experiences
+# of 2 classes.
+REPORT_REFUSALS = {
+    "experiences": (5, "experiences = 5; accepted: 3 non-empty lists of class ids, one per "
+                    "row of accuracy_matrix"),
+    "config.scenario": ("oops", "config.scenario = 'oops'; accepted: an object (a TOML table)"),
+    "class_order": (7, "class_order = 7; accepted: a list of distinct class ids (non-negative "
+                    "integers), at least one per class of the experiences"),
+    "weight_norms": ("oops", "weight_norms = 'oops'; accepted: 3 lists of lengths [2, 4, 6] "
+                     "(one norm >= 0 per class seen after each experience)"),
+    "newest_share": ([1], "newest_share = [1]; accepted: a list of 3 numbers in [0, 1], one "
+                     "per experience"),
+    "schema_version": (3, "schema_version = 3; accepted: one of 1, 2"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("field", list(REPORT_REFUSALS))
+def test_report_refuses_a_bad_record_naming_file_field_and_accepted(
+    recorded, field, tmp_path, capsys
+):
+    value, message = REPORT_REFUSALS[field]
+    runs = tmp_path / "out" / "runs"
+    runs.mkdir(parents=True)
+    path = runs / "bad.json"
+    path.write_text(json.dumps(_changed(recorded, field, value)))
+    code, stdout, stderr = run_cli(capsys, "report", tmp_path / "out", "--format", "md")
+    assert code == 2 and stdout == ""
+    assert stderr == f"headbench: error: {path}: {message}\n"
+    assert not (tmp_path / "out" / "report").exists()  # refused: nothing written
+
+
+def test_records_carry_schema_version_2_and_old_version_1_records_still_read(
+    recorded, tmp_path, capsys
+):
+    assert recorded["schema_version"] == 2 and "format" not in recorded
+    assert recorded["environment"]["threads"] >= 1
+    runs = tmp_path / "out" / "runs"
+    runs.mkdir(parents=True)
+    old = {k: v for k, v in recorded.items() if k != "schema_version"}
+    (runs / "old-format.json").write_text(json.dumps({**old, "format": 1, "seed": 1}))
+    (runs / "no-version.json").write_text(json.dumps({**old, "seed": 2}))
+    code, stdout, stderr = run_cli(capsys, "report", tmp_path / "out", "--format", "md")
+    assert code == 0, stderr
+    assert "| naive |" in stdout and "| 2 |" in stdout  # both seeds in the table
+
+
+# Records on which `reproduce` crashed or lied (issue 14): refused before anything runs.
+REPRODUCE_REFUSALS = {
+    "unknown strategy": (
+        lambda r: _changed(r, "strategy", "nosuch"),
+        "strategy = 'nosuch' is not registered here; accepted: naive, ",
+    ),
+    "seed a string": (
+        lambda r: _changed(r, "seed", "zero"),
+        "seed = 'zero'; accepted: an integer in [0, 2**32)",
+    ),
+    "config a string": (
+        lambda r: _changed(r, "config", "oops"),
+        "config = 'oops'; accepted: an object (the resolved config)",
+    ),
+    "1x1 matrix": (
+        lambda r: {**r, "accuracy_matrix": [[1.0]], "test_counts": [40], "experiences": None,
+                   "newest_share": None, "weight_norms": None, "train_loss": None},
+        "accuracy_matrix has 1 rows but its config makes 3 experiences; accepted: one row per "
+        "experience",
+    ),
+    "ragged matrix": (
+        lambda r: _changed(r, "accuracy_matrix", [[1.0], [1.0, 1.0], [0.9, 1.0, 1.0]]),
+        "accuracy_matrix must be a non-empty square list of lists; got 3 rows of lengths "
+        "[1, 2, 3]",
+    ),
+    "seed_batch without the seed": (
+        lambda r: _changed(r, "seed_batch", [1, 2]),
+        "seed_batch = [1, 2]; accepted: a list of distinct integer seeds that holds seed 0",
+    ),
+    "NaN cell": (
+        lambda r: _changed(r, "accuracy_matrix", [[1.0, None, None], [float("nan"), 1.0, None],
+                                                  [0.9, 1.0, 1.0]]),
+        "accuracy_matrix[1][0] = nan; accepted: a number in [0, 1] on and below the diagonal",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(REPRODUCE_REFUSALS))
+def test_reproduce_refuses_a_bad_record_in_one_line(recorded, case, tmp_path, capsys):
+    change, message = REPRODUCE_REFUSALS[case]
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(change(recorded)))
+    code, stdout, stderr = run_cli(capsys, "reproduce", path, "--quiet")
+    assert code == 2 and stdout == ""
+    assert stderr.startswith(f"headbench: error: {path}: {message}"), stderr
+    assert stderr.count("\n") == 1
+
+
+def test_the_unchanged_record_reproduces_identically(recorded, tmp_path, capsys):
+    path = tmp_path / "record.json"  # the control for the refusals above
+    path.write_text(json.dumps(recorded))
+    code, stdout, stderr = run_cli(capsys, "reproduce", path, "--quiet")
+    assert code == 0, stderr
+    assert "1 of 1 runs reproduced" in stdout
