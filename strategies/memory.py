@@ -5,7 +5,11 @@ total, m = K / t per class once t classes are seen, chosen by herding (Algorithm
 that the mean of the first k exemplars stays closest to the class mean for every k;
 shrinking the memory keeps each class's first m (Algorithm 5). The training set of an
 experience is its new data together with the memory (iCaRL, BiC, WA and PyCIL train on
-the union, shuffled, so every minibatch mixes old and new).
+the union, shuffled, so every minibatch mixes old and new). As in iCaRL's Algorithm 2
+(and PyCIL's and FACIL's `build_rehearsal_memory` after training), the memory an
+experience trains with is the one left by the previous experience, K / (t − n) per class
+for the n new classes; it shrinks to K / t after training, when the new classes' exemplars
+are added.
 
 Head-only version: the backbone is frozen, so an exemplar is its cached feature vector
 (no images are kept) and the herding order of a class never changes. `per_class` budgets
@@ -105,12 +109,12 @@ class ExemplarMemory(GrowingBuffers):
             )
 
     def training_set(self, experience: Experience) -> tuple[Tensor, Tensor]:
-        """Shrink the memory to the new budget, hold out new classes' samples, and return
-        the experience's remaining data followed by the stored exemplars."""
+        """Hold out new classes' samples and return the experience's remaining data followed
+        by the stored exemplars (the previous experience's budget: shrunk in `update`).
+
+        The held-out slice shrinks to the new budget here, before any second stage, so that
+        it has the same number of samples for every class (BiC's balanced validation set)."""
         trained, held_out = self.per_class(experience.num_seen)
-        if self.targets is not None:
-            keep = _first_per_class(self.targets, trained)
-            self.features, self.targets = self.features[keep], self.targets[keep]
         if self.held_out_targets is not None:
             keep = _first_per_class(self.held_out_targets, held_out)
             self.held_out_features = self.held_out_features[keep]
@@ -135,8 +139,12 @@ class ExemplarMemory(GrowingBuffers):
 
     @torch.no_grad()
     def update(self, experience: Experience) -> None:
-        """Select each new class's exemplars among its samples that were not held out."""
+        """Shrink the old classes to the new budget (Algorithm 5) and select each new class's
+        exemplars among its samples that were not held out (Algorithm 4)."""
         trained, _ = self.per_class(experience.num_seen)
+        if self.targets is not None:
+            keep = _first_per_class(self.targets, trained)
+            self.features, self.targets = self.features[keep], self.targets[keep]
         kept = self.kept if self.kept is not None else torch.ones_like(experience.targets).bool()
         for label in range(experience.num_old, experience.num_seen):
             members = torch.nonzero(kept & (experience.targets == label)).squeeze(1)

@@ -89,6 +89,20 @@ def test_total_budget_shrinks_each_class_to_its_first_exemplars():
     assert torch.equal(memory.features[:, 0], memory.targets.float())
 
 
+def test_an_experience_trains_with_the_previous_budget_and_shrinks_after():
+    """iCaRL's Algorithm 2 (and PyCIL, FACIL): train on the memory as the last experience
+    left it, then shrink. K = 20 in total, classes arriving 2, 1, 1, 10 samples each:
+    experience 2 trains on 10 new + 2 × 10 stored (K/2 per class, not K/3 = 6), then keeps
+    6 of each of its 3 classes; experience 3 trains on 10 + 3 × 6, then keeps 5 of each of 4."""
+    torch.manual_seed(0)
+    memory = ExemplarMemory(20, "total", "random")
+    sizes = []
+    for index, (old, seen) in enumerate([(0, 2), (2, 3), (3, 4)]):
+        features, targets = step(memory, experience(index, old, seen, per_class=10))
+        sizes.append((len(targets), torch.bincount(memory.targets).tolist()))
+    assert sizes == [(20, [10, 10]), (30, [6, 6, 6]), (28, [5, 5, 5, 5])]
+
+
 def test_per_class_budget_keeps_the_same_count_whatever_the_number_of_classes():
     memory = ExemplarMemory(3, "per_class", "herding")
     for index, (old, seen) in enumerate([(0, 2), (2, 4), (4, 6)]):
