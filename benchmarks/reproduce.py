@@ -19,7 +19,7 @@ fields that would make this process import, call or unpickle something the recor
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,22 @@ from benchmarks.progress import Progress
 from reports.records import ReportError, RunRecord
 
 CUDA_TOLERANCE = 0.01  # accuracy as a fraction: 1 percentage point
+VALUE_TOLERANCE = 1e-5
+"""Relative bound on a weight norm or a training loss of a CPU run re-run on a CPU.
+
+On the same machine, code path and thread count the run is bit-identical and every value
+compares equal. What may change elsewhere is the order of float32 additions: torch splits
+a reduction (a matrix product over the batch or the features) by thread count and by the
+CPU's vector width, and the batched-seed path uses other kernels. One reordered sum of n
+terms moves its result by about sqrt(n)·u relative (u = 2⁻²⁴ ≈ 6e-8, random-walk
+rounding; n·u in the worst case), and SGD carries each step's rounding into the next
+weights without amplifying it while training is stable (the step contracts the error
+with the loss's curvature). For the head's reductions (n up to a few thousand: batch
+size × features) and the tens to hundreds of steps of an experience this gives about
+1e-6 to 1e-5; measured: 4e-7 between the batched and per-seed paths (issue 13). 1e-5 is
+the bound; an absolute 1e-7 floor covers values near zero. Accuracy cells have their own
+rule (exact on CPU: a prediction flips only on a tie at this precision). CUDA records
+are compared but not held to it (features under autocast are not the same numbers)."""
 TRUST_FLAG = "--trust-record"
 
 
@@ -121,6 +137,46 @@ class Comparison:
     differences: list[str]  # "R[i][j]: recorded a, now b (+d)" beyond the tolerance
     largest: float  # the largest absolute cell difference
     manifest: list[str]  # "key: recorded → now" for manifest entries that differ
+    values: list[str] = field(default_factory=list)  # weight norms / losses beyond tolerance
+    largest_relative: float = 0.0  # the largest relative difference of those values
+    values_binding: bool = True  # False on CUDA: values listed, not counted as a failure
+
+    @property
+    def reproduced(self) -> bool:
+        return not self.differences and not (self.values and self.values_binding)
+
+    @property
+    def exact(self) -> bool:
+        return self.largest == 0 and self.largest_relative == 0
+
+
+def compare_values(name: str, recorded: Any, now: Any) -> tuple[list[str], float]:
+    """Weight norms or losses (nested lists, null where absent) compared within
+    VALUE_TOLERANCE relative; the differences beyond it and the largest relative one."""
+    if recorded is None or now is None:  # an old record without them, or NCM's null losses
+        return [], 0.0
+    differences, largest = [], 0.0
+
+    def walk(old: Any, new: Any, where: str) -> None:
+        nonlocal largest
+        if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+            for index, (a, b) in enumerate(zip(old, new, strict=True)):
+                walk(a, b, f"{where}[{index}]")
+            return
+        if old is None or new is None or isinstance(old, list) or isinstance(new, list):
+            if old != new:
+                differences.append(f"{where}: recorded {old}, now {new}")
+            return
+        scale = max(abs(old), abs(new))
+        relative = abs(new - old) / scale if scale > 0 else 0.0
+        largest = max(largest, relative)
+        if abs(new - old) > VALUE_TOLERANCE * scale + 1e-7:
+            differences.append(
+                f"{where}: recorded {old:.9g}, now {new:.9g} ({relative:.1e} relative)"
+            )
+
+    walk(recorded, now, name)
+    return differences, largest
 
 
 def compare_matrices(recorded: list, now: list, tolerance: float) -> tuple[list[str], float]:
@@ -217,7 +273,13 @@ def reproduce(
             record["accuracy_matrix"], fresh["accuracy_matrix"], limit
         )
         run_id = record.get("run_id", fresh["run_id"])
-        results.append((Comparison(run_id, differences, largest, _manifest(record, fresh)), limit))
+        comparison = Comparison(run_id, differences, largest, _manifest(record, fresh))
+        for name in ("weight_norms", "train_loss"):
+            found, relative = compare_values(name, record.get(name), fresh.get(name))
+            comparison.values += found
+            comparison.largest_relative = max(comparison.largest_relative, relative)
+        comparison.values_binding = "cuda" not in (recorded_device, str(plan.device))
+        results.append((comparison, limit))
     return results
 
 
@@ -225,21 +287,41 @@ def render(results: list[tuple[Comparison, float]]) -> tuple[str, bool]:
     """The report printed on stdout and whether every run reproduced."""
     lines = []
     for comparison, limit in results:
-        if comparison.differences:
-            lines.append(
-                f"{comparison.run_id}: {len(comparison.differences)} cells differ by more than "
-                f"{100 * limit:.2f} points (largest {100 * comparison.largest:.2f})"
-            )
+        if not comparison.reproduced:
+            if comparison.differences:
+                lines.append(
+                    f"{comparison.run_id}: {len(comparison.differences)} cells differ by more "
+                    f"than {100 * limit:.2f} points (largest {100 * comparison.largest:.2f})"
+                )
+            if comparison.values:
+                lines.append(
+                    f"{comparison.run_id}: {len(comparison.values)} weight norms or losses "
+                    f"differ by more than {VALUE_TOLERANCE:g} relative (largest "
+                    f"{comparison.largest_relative:.1e})"
+                )
             lines += [f"  {difference}" for difference in comparison.differences]
+            lines += [f"  {difference}" for difference in comparison.values]
             lines += [f"  manifest differs: {entry}" for entry in comparison.manifest]
+            continue
+        if comparison.exact:
+            exact = "identical"
         else:
-            exact = "identical" if comparison.largest == 0 else f"within {100 * limit:.2f} points"
-            lines.append(f"{comparison.run_id}: reproduced ({exact})")
-    reproduced = sum(not c.differences for c, _ in results)
-    every_exact = all(c.largest == 0 for c, _ in results)
+            exact = (
+                f"within {100 * limit:.2f} points, weight norms and losses within "
+                f"{max(comparison.largest_relative, 0):.1e} relative"
+            )
+        lines.append(f"{comparison.run_id}: reproduced ({exact})")
+        if comparison.values:  # CUDA: listed, not counted
+            lines += [f"  (not counted on CUDA) {difference}" for difference in comparison.values]
+    reproduced = sum(c.reproduced for c, _ in results)
+    every_exact = all(c.exact for c, _ in results)
     total = len(results)
     if reproduced == total:
-        detail = "every accuracy-matrix cell identical" if every_exact else "within tolerance"
+        detail = (
+            "every accuracy-matrix cell, weight norm and loss identical"
+            if every_exact
+            else "within tolerance"
+        )
         lines.append(f"{reproduced} of {total} runs reproduced: {detail}")
     else:
         lines.append(f"{reproduced} of {total} runs reproduced; {total - reproduced} differ")

@@ -31,7 +31,7 @@ from benchmarks import backbones, config, datasets, engine, store
 from benchmarks.cache import Cache, resolve_directory
 from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
-from benchmarks.scenario import Scenario, abridged, resolve_class_order
+from benchmarks.scenario import Scenario, resolve_class_order
 from reports.metrics import all_metrics
 from reports.records import RunRecord
 from strategies.base import resolved_config
@@ -452,20 +452,6 @@ def write_summary(out: Path, failures: list[str] = ()) -> str:
     store.atomic_write(out / "summary.csv", report.files["summary.csv"].decode())
     store.atomic_write(out / "summary.md", report.summary + failed)
     return report.summary + failed
-
-
-def describe(plan: Plan) -> str:
-    """One line naming what the table compares, printed above it."""
-    cfg = plan.config
-    order = cfg["scenario"]["class_order"]
-    order = order if isinstance(order, str) else abridged(order)
-    return (
-        f"{plan.benchmark}: {cfg['dataset']['name']}, backbone {cfg['backbone']['name']}, "
-        f"{cfg['head']['kind']} head, bias {str(cfg['head']['bias']).lower()}, "
-        f"B{cfg['scenario']['initial_classes']} "
-        f"Inc{cfg['scenario']['increment']}, order {order}, "
-        f"seeds {cfg['training']['seeds']}, device {plan.device}"
-    )
 
 
 def report_hint(out: Path) -> str:

@@ -215,3 +215,33 @@ def test_the_unchanged_record_reproduces_identically(recorded, tmp_path, capsys)
     code, stdout, stderr = run_cli(capsys, "reproduce", path, "--quiet")
     assert code == 0, stderr
     assert "1 of 1 runs reproduced" in stdout
+
+
+def test_reproduce_compares_weight_norms_and_losses_within_the_stated_tolerance(
+    recorded, tmp_path, capsys
+):
+    # The same machine and thread count: the rerun is bit-identical, so a recorded value
+    # moved by 1e-4 relative (10x the 1e-5 bound) is a difference, and one moved by
+    # 1e-6 (a tenth of it) is within tolerance but not "identical".
+    norm = recorded["weight_norms"][2][3]
+    loss = recorded["train_loss"][1]
+    far = json.loads(json.dumps(recorded))
+    far["weight_norms"][2][3] = norm * (1 + 1e-4)
+    far["train_loss"][1] = loss * (1 - 1e-4)
+    path = tmp_path / "far.json"
+    path.write_text(json.dumps(far))
+    code, stdout, _ = run_cli(capsys, "reproduce", path, "--quiet")
+    assert code == 1
+    assert "2 weight norms or losses differ by more than 1e-05 relative (largest 1.0e-04)" in stdout
+    assert f"  weight_norms[2][3]: recorded {norm * (1 + 1e-4):.9g}, now {norm:.9g}" in stdout
+    assert f"  train_loss[1]: recorded {loss * (1 - 1e-4):.9g}, now {loss:.9g}" in stdout
+    assert "0 of 1 runs reproduced; 1 differ" in stdout
+
+    near = json.loads(json.dumps(recorded))
+    near["weight_norms"][2][3] = norm * (1 + 1e-6)
+    path = tmp_path / "near.json"
+    path.write_text(json.dumps(near))
+    code, stdout, _ = run_cli(capsys, "reproduce", path, "--quiet")
+    assert code == 0
+    assert "1 of 1 runs reproduced: within tolerance" in stdout
+    assert "within 0.00 points, weight norms and losses within 1.0e-06 relative" in stdout

@@ -190,7 +190,9 @@ def test_reproduce_a_directory_of_records_finds_zero_differences(sweep_config, t
     assert code == 0, stderr
     code, stdout, stderr = run_cli(capsys, "reproduce", out, "--quiet")
     assert code == 0, stderr
-    assert "4 of 4 runs reproduced: every accuracy-matrix cell identical" in stdout
+    assert "4 of 4 runs reproduced: every accuracy-matrix cell, weight norm and loss identical" in (
+        stdout
+    )
 
 
 def test_reproduce_reports_the_cells_that_differ(sweep_config, tmp_path, capsys):
