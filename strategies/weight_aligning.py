@@ -14,8 +14,10 @@ selected by class id (classes are numbered in arrival order), not assumed to be 
 last rows" of some other layout. Bias: the paper's FC layer has none (o = Wᵀφ(x)); with
 `[head] bias = true` the new classes' biases are scaled by γ too (`align_bias`), which
 keeps the paper's o_new → γ·o_new; PyCIL scales the weights only (`align_bias = false`).
-Weight clipping assumes non-negative features (a ReLU backbone); turn it off for features
-that can be negative. L_KD is written as a KL divergence (same gradient as the paper's
+Weight clipping assumes non-negative features (a ReLU backbone): `weight_clipping = "auto"`
+(the default) clips only when every training feature of the first experience is >= 0, the
+decision kept in the `clips` buffer; on signed features (a ViT's, a sentence encoder's)
+clipping would zero every weight that a negative feature needs. `true`/`false` force it. L_KD is written as a KL divergence (same gradient as the paper's
 soft cross-entropy); PyCIL weights it as L_CE + 2·L_KD instead of (1 − λ, λ). Refused on
 a cosine head, which normalises the aligned norms away.
 """
@@ -23,6 +25,7 @@ a cosine head, which normalises the aligned norms away.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -45,7 +48,9 @@ class WeightAligningConfig(ReplayConfig):
     distillation: bool = hyperparameter(True, "add L_KD, weighted λ = n/(n+m) against L_CE")
     temperature: float = hyperparameter(2.0, "T: distillation temperature")
     t_squared: bool = hyperparameter(False, "multiply L_KD by T² (Hinton)")
-    weight_clipping: bool = hyperparameter(True, "clip head weights to >= 0 after each step")
+    weight_clipping: Literal["auto", True, False] = hyperparameter(
+        "auto", "clip head weights to >= 0 after each step; auto: iff the features are >= 0"
+    )
     align_bias: bool = hyperparameter(True, "scale new classes' biases by γ too")
 
     def __post_init__(self) -> None:
@@ -66,6 +71,17 @@ class WeightAligning(DistillingStrategy):
     Config = WeightAligningConfig
     head_kinds = ("linear",)  # a cosine head normalises the aligned norms away
 
+    def __init__(self, config: WeightAligningConfig | None = None) -> None:
+        super().__init__(config)
+        self.register_buffer("clips", None)  # the resolved weight_clipping, a bool tensor
+
+    def before_experience(self, head: Head, experience: Experience) -> None:
+        super().before_experience(head, experience)
+        if self.clips is None:
+            setting = self.config.weight_clipping
+            clips = bool((experience.features >= 0).all()) if setting == "auto" else setting
+            self.clips = torch.tensor(bool(clips), device=experience.features.device)
+
     def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:
         config = self.config
         loss = classification_loss(logits, targets, class_weights=self.class_weights)
@@ -83,7 +99,9 @@ class WeightAligning(DistillingStrategy):
 
     @torch.no_grad()
     def after_update(self, head: Head) -> None:
-        if self.config.weight_clipping:
+        # Before any experience (a hook called on its own) only an explicit setting decides.
+        clips = self.config.weight_clipping is True if self.clips is None else bool(self.clips)
+        if clips:
             head.weight.clamp_(min=0)
 
     @torch.no_grad()

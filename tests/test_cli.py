@@ -61,7 +61,7 @@ WA_DEFAULTS = {
     "distillation": True,
     "temperature": 2.0,
     "t_squared": False,
-    "weight_clipping": True,
+    "weight_clipping": "auto",
     "align_bias": True,
     **REPLAY_FLAG,
 }
@@ -399,7 +399,7 @@ def test_list_strategies_shows_hyperparameters_with_defaults(capsys):
             "distillation = True",
             "temperature = 2.0",
             "t_squared = False",
-            "weight_clipping = True",
+            "weight_clipping = 'auto'",
             "align_bias = True",
         ]
         + replay_flag,

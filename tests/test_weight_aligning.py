@@ -115,7 +115,7 @@ def test_engine_run_aligns_after_every_experience(blob_tensors, scenario_2_2, tr
 
 
 def test_engine_run_clips_only_when_asked(blob_tensors, scenario_2_2, training):
-    clipped = run_recording_heads({}, blob_tensors, scenario_2_2, training)
+    clipped = run_recording_heads({"weight_clipping": True}, blob_tensors, scenario_2_2, training)
     unclipped = run_recording_heads(
         {"weight_clipping": False}, blob_tensors, scenario_2_2, training
     )
@@ -184,3 +184,21 @@ def test_first_experience_loss_is_plain_cross_entropy():
     logits = head(features)
     loss = strategy.loss(logits, targets, features, head)
     assert loss.item() == pytest.approx(cross_entropy_by_hand(logits, targets).item(), rel=1e-6)
+
+
+def test_auto_clipping_follows_the_sign_of_the_features(blob_tensors, scenario_2_2, training):
+    """`auto` clips iff every first-experience training feature is >= 0: the blobs are noise
+    around 0 (signed: no clipping, as `false`), their ReLU is not (clipping, as `true`)."""
+    train_x, train_y, test_x, test_y = blob_tensors
+    assert (train_x < 0).any()
+    relu = (train_x.clamp(min=0), train_y, test_x.clamp(min=0), test_y)
+    for tensors, expected in [(blob_tensors, False), (relu, True)]:
+        auto = strategies.create("weight_aligning", {})
+        forced = strategies.create("weight_aligning", {"weight_clipping": expected})
+        runs = [
+            engine.run(s, *tensors, scenario_2_2, training, bias=True, seed=0)
+            for s in (auto, forced)
+        ]
+        assert bool(auto.clips) is expected
+        assert runs[0].weight_norms == runs[1].weight_norms
+        assert runs[0].accuracy_matrix == runs[1].accuracy_matrix
