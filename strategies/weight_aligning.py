@@ -17,9 +17,10 @@ keeps the paper's o_new → γ·o_new; PyCIL scales the weights only (`align_bia
 Weight clipping assumes non-negative features (a ReLU backbone): `weight_clipping = "auto"`
 (the default) clips only when every training feature of the first experience is >= 0, the
 decision kept in the `clips` buffer; on signed features (a ViT's, a sentence encoder's)
-clipping would zero every weight that a negative feature needs. `true`/`false` force it. L_KD is written as a KL divergence (same gradient as the paper's
-soft cross-entropy); PyCIL weights it as L_CE + 2·L_KD instead of (1 − λ, λ). Refused on
-a cosine head, which normalises the aligned norms away.
+clipping would zero every weight that a negative feature needs. `true`/`false` force it.
+L_KD is written as a KL divergence (same gradient as the paper's soft cross-entropy);
+PyCIL weights it as L_CE + 2·L_KD instead of (1 − λ, λ). Refused on a cosine head, which
+normalises the aligned norms away.
 """
 
 from __future__ import annotations
