@@ -22,7 +22,7 @@ from reports.metrics import (
     old_new_accuracy,
     report_metrics,
 )
-from reports.records import Benchmark, Variant
+from reports.records import LOWER_BOUNDS, UPPER_BOUNDS, Benchmark, Variant
 
 SUMMARY_COLUMNS = [
     "benchmark",
@@ -118,7 +118,13 @@ def summarise_benchmark(benchmark: Benchmark) -> pd.DataFrame:
             label: describe([values[metric] for values in runs])
             for label, runs in per_variant.items()
         }
-        ranks = rank({label: s.mean for label, s in described.items()}, higher_is_better)
+        bounds = {
+            v.label for v in benchmark.variants if v.strategy in LOWER_BOUNDS + UPPER_BOUNDS
+        }
+        ranks = rank(
+            {label: s.mean for label, s in described.items() if label not in bounds},
+            higher_is_better,
+        )
         for variant in benchmark.variants:
             s = described[variant.label]
             rows.append(
@@ -131,7 +137,7 @@ def summarise_benchmark(benchmark: Benchmark) -> pd.DataFrame:
                     "ci95_low": s.ci95_low,
                     "ci95_high": s.ci95_high,
                     "n": s.n,
-                    "rank": ranks[variant.label],
+                    "rank": ranks.get(variant.label),
                     "higher_is_better": higher_is_better,
                     "missing_seeds": " ".join(map(str, benchmark.missing_seeds(variant))),
                 }

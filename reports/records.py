@@ -263,6 +263,18 @@ class Run:
         return str(self.record.get("run_id", self.path.stem))
 
 
+LOWER_BOUNDS = ("naive",)  # fine-tuning: listed first
+UPPER_BOUNDS = ("joint",)  # retrains on all data seen: listed last
+"""Reference points, not competitors: tables list them apart and never rank or bold them."""
+
+
+def row_order(strategy: str) -> tuple[int, str]:
+    """Lower bounds first, then the methods by name, then the upper bounds."""
+    if strategy in LOWER_BOUNDS:
+        return (0, strategy)
+    return (2, strategy) if strategy in UPPER_BOUNDS else (1, strategy)
+
+
 @dataclass
 class Variant:
     """One strategy with one set of hyperparameters; its runs are its seeds, in order."""
@@ -468,7 +480,7 @@ def _variants(runs: list[Run], benchmark: str, notes: list[str]) -> list[Variant
     for run in runs:
         key = json.dumps([run.strategy, _hyperparameters(run.record)], sort_keys=True)
         by_key.setdefault(key, []).append(run)
-    strategies = sorted({run.strategy for run in runs})
+    strategies = sorted({run.strategy for run in runs}, key=row_order)
     variants = []
     for strategy in strategies:
         keys = sorted(k for k in by_key if json.loads(k)[0] == strategy)

@@ -75,7 +75,8 @@ def tidy_csv(summary: pd.DataFrame) -> str:
 UNITS = (
     "accuracies in %, forgetting, drop since learned and BWT in percentage points; "
     "mean ± std over seeds (n − 1); ↑ higher is better, ↓ lower is better; "
-    "bold: best per column"
+    "bold: best per column; naive (lower bound) and joint (upper bound) are references, "
+    "listed first and last, never ranked"
 )
 LATEX_HEADERS = {
     "final_accuracy": "Final acc.",

@@ -129,10 +129,28 @@ def expected_summary(records: list[dict[str, Any]]) -> dict[tuple[str, str], dic
     return summary
 
 
+REFERENCES = ("naive", "joint")
+
+
+def table_order(strategies: set[str]) -> list[str]:
+    """naive first, the methods by name, joint last."""
+    methods = sorted(s for s in strategies if s not in REFERENCES)
+    return (
+        [s for s in ("naive",) if s in strategies]
+        + methods
+        + (["joint"] if "joint" in strategies else [])
+    )
+
+
 def best_strategies(summary: dict[tuple[str, str], dict[str, float]], metric: str) -> set[str]:
-    """The strategies whose mean, shown to two decimals in percent, is the best shown."""
+    """The strategies whose mean, shown to two decimals in percent, is the best shown; the
+    reference rows (naive, the lower bound; joint, the upper bound) never compete."""
     higher = METRIC_COLUMNS[metric][2]
-    shown = {s: round(100 * v["mean"], 2) for (s, m), v in summary.items() if m == metric}
+    shown = {
+        s: round(100 * v["mean"], 2)
+        for (s, m), v in summary.items()
+        if m == metric and s not in REFERENCES
+    }
     best = max(shown.values()) if higher else min(shown.values())
     return {s for s, v in shown.items() if v == best}
 
