@@ -244,7 +244,15 @@ def deterministic() -> None:
     """Deterministic kernels for every run (cuBLAS needs its workspace set before use);
     an op without a deterministic version warns instead of failing the run."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms sets inductor's `deterministic` flag (torch.compile's
+    # code only; importing torch._inductor.config costs ~1.6 s) and then the kernels' switch,
+    # _C._set_deterministic_algorithms; set_deterministic_debug_mode("warn") is that switch
+    # alone with warn_only=True (torch 2.x, torch/__init__.py). Nothing here compiles, so on
+    # a CPU-only machine the switch is the whole guarantee; with CUDA set both, as before.
+    if torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.set_deterministic_debug_mode("warn")
 
 
 def prepare(plan: Plan, progress: Progress) -> Prepared:
