@@ -65,13 +65,14 @@ def run(
     bias: bool,
     seed: int,
     head_kind: str = "linear",
+    progress: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train and evaluate one strategy; targets are arrival-order ids on the device.
 
     Same inputs and seed on the CPU give a byte-identical accuracy matrix.
     """
     data = (train_features, train_targets, test_features, test_targets)
-    return run_seeds([strategy], *data, scenario, training, bias, [seed], head_kind)[0]
+    return run_seeds([strategy], *data, scenario, training, bias, [seed], head_kind, progress)[0]
 
 
 def run_seeds(
@@ -85,6 +86,7 @@ def run_seeds(
     bias: bool,
     seeds: list[int],
     head_kind: str = "linear",
+    progress: Callable[[str], None] | None = None,
 ) -> list[RunResult]:
     """`run` for several seeds of one strategy (one fresh instance per seed, same config),
     with the minibatch loops of all seeds trained as one batched computation.
@@ -103,6 +105,9 @@ def run_seeds(
     1.05-1.4x per seed on 2 CPU cores, where the step is close to compute-bound; on a GPU
     it is expected to pay more, which has not been measured (docs/running.md, "Several
     seeds as one batch").
+
+    `progress` receives "experience k/T" as each experience starts and, for strategies
+    that train the head, "experience k/T, epoch e/E" as each epoch starts.
     """
     if len(strategies) != len(seeds):
         raise ValueError(f"{len(strategies)} strategies for {len(seeds)} seeds")
@@ -124,6 +129,10 @@ def run_seeds(
 
     for index in range(scenario.num_experiences):
         started = time.perf_counter()
+        where = f"experience {index + 1}/{scenario.num_experiences}"
+        on_epoch = None if progress is None else _epoch_reporter(progress, where, training)
+        if progress is not None:
+            progress(where)
         num_old, num_seen = scenario.boundaries[index], scenario.boundaries[index + 1]
         first = 0 if strategy.trains_on_all_seen else num_old
         selected = (train_targets >= first) & (train_targets < num_seen)
@@ -139,7 +148,7 @@ def run_seeds(
                 for r, (_, targets) in zip(runs, sets, strict=True)
             ]
             if len(runs) > 1 and batchable(runs, sets, orders):
-                losses = batched_train_loop(runs, sets, orders, training)
+                losses = batched_train_loop(runs, sets, orders, training, on_epoch)
             else:
                 losses = [
                     train_loop(
@@ -151,6 +160,7 @@ def run_seeds(
                         targets,
                         training,
                         order,
+                        on_epoch,
                     )
                     for r, (features, targets), order in zip(runs, sets, orders, strict=True)
                 ]
@@ -160,6 +170,13 @@ def run_seeds(
             r.finish(index, loss, training, test_features, test_targets, test_experience, scenario)
             r.losses.append(loss)
     return [r.result(test_counts) for r in runs]
+
+
+def _epoch_reporter(
+    progress: Callable[[str], None], where: str, training: dict[str, Any]
+) -> Callable[[int], None]:
+    """What the training loops call as epoch `epoch` (from 0) starts: "<where>, epoch e/E"."""
+    return lambda epoch: progress(f"{where}, epoch {epoch + 1}/{training['epochs']}")
 
 
 class _SeedRun:
@@ -327,6 +344,7 @@ def train_loop(
     targets: Tensor,
     training: dict[str, Any],
     orders: list[Tensor],
+    on_epoch: Callable[[int], None] | None = None,
 ) -> float:
     """The minibatch loop of one stage of one experience; returns the mean minibatch loss.
 
@@ -338,7 +356,9 @@ def train_loop(
     steps = sum(math.ceil(len(order) / batch_size) for order in orders)
     loss_sum = torch.zeros((), device=features.device)
     step = 0
-    for order in orders:
+    for epoch, order in enumerate(orders):
+        if on_epoch is not None:
+            on_epoch(epoch)
         order = order.to(features.device)
         # One gather per epoch; the minibatches are then contiguous views.
         epoch_features, epoch_targets = features[order], targets[order]
@@ -426,6 +446,7 @@ def batched_train_loop(
     sets: list[tuple[Tensor, Tensor]],
     orders: list[list[Tensor]],
     training: dict[str, Any],
+    on_epoch: Callable[[int], None] | None = None,
 ) -> list[float]:
     """`train_loop` for S seeds at once; returns each seed's mean minibatch loss.
 
@@ -471,7 +492,9 @@ def batched_train_loop(
     steps = sum(math.ceil(epoch.shape[1] / batch_size) for epoch in epochs)
     loss_sum = torch.zeros(len(runs), device=device)
     step = 0
-    for epoch in epochs:
+    for number, epoch in enumerate(epochs):
+        if on_epoch is not None:
+            on_epoch(number)
         for batch in epoch.split(batch_size, dim=1):  # (S, b)
             _schedule(optimizer, training, step, steps)
             batch_features = features[batch] if shared else features[slots, batch]  # (S, b, d)

@@ -28,6 +28,13 @@ class _SilentBar:
 class Progress:
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
+        self._bar: Any = None  # the latest `iterate` bar, which `status` annotates
+
+    def status(self, text: str) -> None:
+        """Show `text` after the latest `iterate` bar's count ("runs 1/4 ... experience 2/10,
+        epoch 3/5"). Callers report at most per epoch, so redrawing at once costs nothing."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=True)
 
     def log(self, message: str) -> None:
         if not self.quiet:
@@ -40,16 +47,15 @@ class Progress:
             return iter(items)
         from tqdm import tqdm
 
-        return iter(
-            tqdm(
-                items,
-                desc=description,
-                total=total,
-                leave=False,
-                file=sys.stderr,
-                dynamic_ncols=True,
-            )
+        self._bar = tqdm(
+            items,
+            desc=description,
+            total=total,
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
         )
+        return iter(self._bar)
 
     def bar(self, total: int, description: str, unit: str = "img") -> Any:
         """A bar counted by `update(count)` that shows the rate in `unit`/s (images/s).

@@ -17,6 +17,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -243,7 +244,15 @@ def deterministic() -> None:
     """Deterministic kernels for every run (cuBLAS needs its workspace set before use);
     an op without a deterministic version warns instead of failing the run."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms sets inductor's `deterministic` flag (torch.compile's
+    # code only; importing torch._inductor.config costs ~1.6 s) and then the kernels' switch,
+    # _C._set_deterministic_algorithms; set_deterministic_debug_mode("warn") is that switch
+    # alone with warn_only=True (torch 2.x, torch/__init__.py). Nothing here compiles, so on
+    # a CPU-only machine the switch is the whole guarantee; with CUDA set both, as before.
+    if torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.set_deterministic_debug_mode("warn")
 
 
 def prepare(plan: Plan, progress: Progress) -> Prepared:
@@ -305,10 +314,17 @@ def run_one(plan: Plan, prepared: Prepared, name: str, seed: int) -> dict[str, A
     return run_batch(plan, prepared, name, [seed])[0]
 
 
-def run_batch(plan: Plan, prepared: Prepared, name: str, seeds: list[int]) -> list[dict[str, Any]]:
+def run_batch(
+    plan: Plan,
+    prepared: Prepared,
+    name: str,
+    seeds: list[int],
+    status: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Train several seeds of one strategy as one batched computation (`engine.run_seeds`;
     one seed: `engine.run`); their records. A batch's records name it (`seed_batch`), and
-    `reproduce` re-runs them as that batch. Raises what a run raises."""
+    `reproduce` re-runs them as that batch. `status` receives where the run is (experience,
+    epoch; `engine.run_seeds`). Raises what a run raises."""
     instances = [strategies.create(name, plan.config["strategies"][name]) for _ in seeds]
     started = time.perf_counter()
     features = prepared.features
@@ -323,6 +339,7 @@ def run_batch(plan: Plan, prepared: Prepared, name: str, seeds: list[int]) -> li
         plan.config["head"]["bias"],
         seeds,
         plan.config["head"]["kind"],
+        status,
     )
     seconds = (time.perf_counter() - started) / len(seeds)
     records = [
@@ -412,7 +429,7 @@ def execute(
     records, failures = [], []
     for name, group in progress.iterate(jobs, "runs", total=len(jobs)):
         try:
-            batch = run_batch(plan, prepared, name, group)
+            batch = run_batch(plan, prepared, name, group, progress.status)
         except engine.TrainingDiverged as error:
             if len(group) == 1:
                 failures.append(f"{name} seed {group[0]}: {error}")
@@ -422,7 +439,7 @@ def execute(
             batch = []
             for seed in group:
                 try:
-                    batch += run_batch(plan, prepared, name, [seed])
+                    batch += run_batch(plan, prepared, name, [seed], progress.status)
                 except engine.TrainingDiverged as error:
                     failures.append(f"{name} seed {seed}: {error}")
                     progress.log(f"failed: {failures[-1]}")

@@ -55,19 +55,33 @@ class RidgeConfig:
         require(self.gamma > 0, f"strategies.ridge.gamma = {self.gamma} must be > 0")
 
 
-def choose_lambda(fit: Tensor, fit_targets: Tensor, held: Tensor, held_targets: Tensor) -> Tensor:
-    """RanPAC's λ: least held-out mean squared error of the ridge fit (fitᵀfit + λI)⁻¹ fitᵀY.
+def held_out_predictions(
+    fit: Tensor, fit_targets: Tensor, held: Tensor, candidates: Tensor
+) -> Tensor:
+    """Every candidate λ's ridge fit W = (FᵀF + λI)⁻¹FᵀY on `fit`, applied to `held`.
 
-    One thin SVD fit = U S Vᵀ gives every candidate's fit as V diag(S / (S² + λ)) Uᵀ Y,
-    the same solution as RanPAC's one solve per candidate.
+    One symmetric eigendecomposition serves all candidates: FᵀF = V diag(e) Vᵀ gives
+    W = V diag(1 / (e + λ)) VᵀFᵀY, matrix products per λ instead of an M × M solve. With
+    fewer samples than features the same W is Fᵀ(FFᵀ + λI)⁻¹Y (push-through identity), so
+    the smaller of FᵀF and FFᵀ is decomposed.
     """
+    if len(fit) < fit.shape[1]:
+        eigenvalues, vectors = torch.linalg.eigh(fit @ fit.T)  # (n,), (n, n)
+        held_coordinates = held @ fit.T @ vectors  # (held, n)
+        target_coordinates = vectors.T @ fit_targets  # (n, seen)
+    else:
+        eigenvalues, vectors = torch.linalg.eigh(fit.T @ fit)  # (M,), (M, M)
+        held_coordinates = held @ vectors  # (held, M)
+        target_coordinates = vectors.T @ (fit.T @ fit_targets)  # (M, seen)
+    # A Gram matrix has no negative eigenvalue; roundoff can make a zero one slightly negative.
+    shrunk = 1 / (eigenvalues.clamp(min=0) + candidates[:, None])  # (candidates, rank)
+    return held_coordinates @ (shrunk[:, :, None] * target_coordinates)  # (candidates, held, seen)
+
+
+def choose_lambda(fit: Tensor, fit_targets: Tensor, held: Tensor, held_targets: Tensor) -> Tensor:
+    """RanPAC's λ: least held-out mean squared error of the ridge fit (fitᵀfit + λI)⁻¹ fitᵀY."""
     candidates = 10.0 ** torch.arange(-8, 9, dtype=fit.dtype, device=fit.device)  # (17,)
-    left, singular, right = torch.linalg.svd(fit, full_matrices=False)
-    held_coordinates = held @ right.T  # (held, rank)
-    target_coordinates = left.T @ fit_targets  # (rank, seen)
-    shrunk = singular / (singular.square() + candidates[:, None])  # (17, rank)
-    fits = shrunk[:, :, None] * target_coordinates  # (17, rank, seen)
-    predictions = held_coordinates @ fits  # (17, held, seen)
+    predictions = held_out_predictions(fit, fit_targets, held, candidates)  # (17, held, seen)
     errors = (predictions - held_targets).square().mean(dim=(1, 2))  # (17,)
     return candidates[errors.argmin()]
 

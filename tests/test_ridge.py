@@ -11,7 +11,7 @@ import torch
 import strategies
 from benchmarks import engine
 from strategies import ridge
-from strategies.ridge import choose_lambda
+from strategies.ridge import choose_lambda, held_out_predictions
 
 
 def run(blob_tensors, scenario, training, seed=0, **config):
@@ -92,6 +92,36 @@ def test_chosen_lambda_equals_ranpacs_loop_of_solves():
         torch.from_numpy(a) for a in (inputs[fit], targets[fit], inputs[held], targets[held])
     ]
     assert choose_lambda(*tensors).item() == pytest.approx(expected)
+
+
+# 48 fitted samples against 30 features decomposes FᵀF; 24 against 30 decomposes FFᵀ.
+@pytest.mark.parametrize("samples", [60, 30])
+def test_held_out_predictions_equal_one_solve_per_candidate(samples):
+    generator = np.random.RandomState(1)
+    inputs = torch.from_numpy(np.maximum(generator.randn(samples, 8) @ generator.randn(8, 30), 0))
+    targets = torch.from_numpy(np.eye(3)[generator.randint(0, 3, size=samples)])
+    cut = int(0.8 * samples)
+    fit, fit_targets, held = inputs[:cut], targets[:cut], inputs[cut:]
+    candidates = 10.0 ** torch.arange(-8, 9, dtype=torch.float64)
+    predictions = held_out_predictions(fit, fit_targets, held, candidates)
+    gram = fit.T @ fit
+    eigenvalues = np.clip(np.linalg.eigvalsh(gram.numpy()), 0, None)
+    tight = 0
+    for value, predicted in zip(candidates.tolist(), predictions, strict=True):
+        weight = torch.linalg.solve(
+            gram + value * torch.eye(30, dtype=torch.float64), fit.T @ fit_targets
+        )
+        expected = held @ weight
+        # Both routes are backward stable: each computed W is the exact ridge fit of a Gram
+        # matrix perturbed by c·ε‖G‖ with c a low-degree polynomial in M (taken as M = 30),
+        # so each is within c·κ·ε of the true W, κ = (e_max + λ) / (e_min + λ) the condition
+        # number of G + λI, ε = 2^-52; through H_held: ‖ΔP‖ ≤ ‖H_held‖₂ · 2cκε · ‖W‖.
+        condition = (eigenvalues.max() + value) / (eigenvalues.min() + value)
+        bound = 2 * 30 * condition * np.finfo(np.float64).eps
+        tolerance = np.linalg.norm(held.numpy(), 2) * bound * weight.norm().item()
+        assert (predicted - expected).norm().item() <= tolerance, f"λ = {value}"
+        tight += tolerance < 1e-9 * expected.norm().item()
+    assert tight >= 5  # the bound is a real constraint for the well-conditioned candidates
 
 
 @pytest.mark.parametrize("method", ["ranpac", "acil"])
