@@ -227,7 +227,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from benchmarks import sweep
+    from benchmarks import run, sweep
     from benchmarks.progress import Progress
     from reports.records import ReportError
     from reports.report import build
@@ -260,11 +260,12 @@ def command_sweep(args: argparse.Namespace) -> int:
         f"sweep: {outcome.total} runs; {outcome.done} runs done now, {outcome.already} already "
         f"recorded, {len(outcome.failures)} failed{held}; records in {args.out}/runs/"
     )
+    print(run.report_hint(Path(args.out)))
     return 1 if outcome.failures else 0
 
 
 def command_tune(args: argparse.Namespace) -> int:
-    from benchmarks import sweep, tune
+    from benchmarks import run, sweep, tune
     from benchmarks.progress import Progress
     from reports.metrics import METRICS
     from reports.report import build, selection_note
@@ -287,6 +288,7 @@ def command_tune(args: argparse.Namespace) -> int:
         print(f"  {' '.join(point)}: {shown}{mark}")
     print(f"{args.strategy}: {selection_note(records[0]['selection'])}\n")
     print(build(Path(args.out), []).summary)
+    print(run.report_hint(Path(args.out)))
     return 0
 
 

@@ -46,6 +46,7 @@ def test_the_test_split_plays_no_part_in_the_choice(tmp_path, capsys):
     assert outputs[0] == outputs[1]
     assert "strategies.ewc.lambda=1e15: diverged" in outputs[0]
     assert "<- chosen" in outputs[0]
+    assert f"next: headbench report {tmp_path / 'noise'}\n" in stdout
 
 
 def test_the_records_state_the_choice_and_the_report_says_it(tmp_path, capsys, blobs_npz):
