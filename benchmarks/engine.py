@@ -226,6 +226,10 @@ class _SeedRun:
             features, targets = strategy.training_set(experience)  # (n', dim), (n',)
             strategy.class_weights = class_weights(targets, experience.num_seen, training)
             strategy.before_experience(self.head, experience)
+        if training["optimizer"] == "sgd":
+            problem = strategy.stability_error(training["lr"], training["momentum"])
+            if problem is not None:
+                raise TrainingDiverged(f"{problem} (before experience {experience.index})")
         return features, targets
 
     def finish(

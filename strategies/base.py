@@ -300,6 +300,14 @@ class Strategy(GrowingBuffers):
     def after_update(self, head: Head) -> None:
         """Called after every optimizer step (only when a strategy overrides it)."""
 
+    def stability_error(self, learning_rate: float, momentum: float) -> str | None:
+        """Before an experience's SGD loop: why it must diverge, or None (the default).
+
+        A penalty whose curvature h along some parameter gives lr·h ≥ 2(1 + μ) makes
+        heavy-ball SGD diverge there whatever the data do (the cross-entropy's Hessian is
+        positive semi-definite, so the loss's curvature is at least h)."""
+        return None
+
     def after_experience(self, head: Head, experience: Experience) -> None:
         """Called when the experience's training ends, before evaluation."""
 

@@ -156,6 +156,22 @@ class EWC(Strategy):
                 )
         return total
 
+    def stability_error(self, learning_rate: float, momentum: float) -> str | None:
+        """The penalty λ/2·Σ A (θ − μ)² has curvature λ·A; SGD with momentum μ is stable on
+        it only while lr·λ·max A < 2(1 + μ)."""
+        importances = [getattr(self, f"importance_{name}") for name in PARAMETERS]
+        largest = max((float(a.max()) for a in importances if a is not None), default=0.0)
+        limit = 2 * (1 + momentum)
+        if largest == 0 or learning_rate * self.config.lambda_ * largest < limit:
+            return None
+        stable = limit / (learning_rate * largest)
+        return (
+            f"{self.name}: lr·λ·max F = {learning_rate:g}·{self.config.lambda_:g}·{largest:.3g} "
+            f"= {learning_rate * self.config.lambda_ * largest:.3g} passes SGD's stability limit "
+            f"2(1 + momentum) = {limit:g}, so training must diverge; use "
+            f"strategies.{self.name}.lambda < {stable:.3g} or a lower training.lr"
+        )
+
     def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:
         loss = classification_loss(
             logits, targets, self.num_old, self.config.ce_scope, self.class_weights

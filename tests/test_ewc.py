@@ -207,3 +207,37 @@ def test_new_class_scope_refuses_a_single_class_experience():
         strategy.validate([2, 1])
     strategy.validate([2, 2])  # two new classes: a real softmax, accepted
     strategies.create("ewc", {"ce_scope": "seen"}).validate([2, 1])
+
+
+def test_stability_check_names_the_largest_stable_lambda():
+    """Curvature of λ/2·A(θ − μ)² is λ·A. With max A = 0.5, lr 0.1, momentum 0.9 the
+    limit 2(1 + 0.9) = 3.8 is passed at λ = 100 (0.1·100·0.5 = 5) and not at λ = 50 (2.5);
+    the largest stable λ is 3.8 / (0.1·0.5) = 76."""
+    importance = torch.tensor([[0.1, 0.5], [0.0, 0.2]])
+    stiff = strategies.create("ewc", {"lambda": 100.0})
+    stiff.importance_weight = importance
+    message = stiff.stability_error(0.1, 0.9)
+    assert message is not None
+    assert "= 5 passes SGD's stability limit 2(1 + momentum) = 3.8" in message
+    assert "strategies.ewc.lambda < 76" in message
+    calm = strategies.create("ewc", {"lambda": 50.0})
+    calm.importance_weight = importance
+    assert calm.stability_error(0.1, 0.9) is None
+    assert strategies.create("ewc", {}).stability_error(0.1, 0.9) is None  # no Fisher yet
+
+
+def test_a_run_past_the_limit_stops_before_training_the_experience(
+    blob_tensors, scenario_2_2, training
+):
+    """λ = 1e12 on the blobs: the first experience's Fisher makes lr·λ·max F enormous, so
+    the run stops as diverged before experience 1 trains, with the check's message."""
+    with pytest.raises(engine.TrainingDiverged, match=r"before experience 1\)$") as caught:
+        engine.run(
+            strategies.create("ewc", {"lambda": 1e12}),
+            *blob_tensors,
+            scenario_2_2,
+            training,
+            True,
+            0,
+        )
+    assert "passes SGD's stability limit" in str(caught.value)
