@@ -12,9 +12,11 @@ OUT/failed/<run_id>.json (error and traceback) instead.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -79,7 +81,19 @@ def claim(out: Path, run_id: str, retry_failed: bool = False) -> Claim | None:
     claims = out / "claims"
     claims.mkdir(exist_ok=True)
     path = claims / f"{run_id}.lock"
-    descriptor = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+    # Never follow a link planted in claims/: truncating it would overwrite its target.
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o666)
+    except OSError as error:
+        if error.errno not in (errno.ELOOP, errno.EISDIR):
+            raise
+        kind = "a symbolic link" if error.errno == errno.ELOOP else "a directory"
+        raise UsageError(
+            f"claim {path} is {kind}; accepted: a regular file or none (remove it and run again)"
+        ) from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise UsageError(f"claim {path} is not a regular file; accepted: a regular file or none")
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

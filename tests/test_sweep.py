@@ -117,6 +117,29 @@ def test_a_full_disk_stops_the_sweep_in_one_line_with_no_partial_record(
     assert not list((out / "claims").glob("*.lock"))  # the claim was released
 
 
+def test_a_claim_that_is_a_symbolic_link_is_refused_and_its_target_untouched(
+    sweep_config, tmp_path, capsys
+):
+    """A link planted at OUT/claims/<run_id>.lock once made a sweep truncate and overwrite
+    its target; claims are opened with O_NOFOLLOW and refused in one line."""
+    out = tmp_path / "out"
+    argv = ["sweep", sweep_config, "--out", out, "--quiet", "--seeds", "0", "--strategy", "naive"]
+    assert run_cli(capsys, *argv)[0] == 0
+    (record,) = (out / "runs").glob("*.json")
+    record.unlink()  # the run is to do again, and its claim is now a link
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    claim = out / "claims" / f"{record.stem}.lock"
+    claim.unlink(missing_ok=True)
+    claim.symlink_to(target)
+    code, _, stderr = run_cli(capsys, *argv)
+    assert code == 2, stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert f"claim {claim} is a symbolic link" in stderr
+    assert target.read_text() == "keep me\n"
+    assert list((out / "runs").glob("*.json")) == []
+
+
 def test_an_out_that_cannot_be_a_directory_is_refused(sweep_config, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
