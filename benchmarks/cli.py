@@ -266,10 +266,15 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 def command_tune(args: argparse.Namespace) -> int:
     from benchmarks import run, sweep, tune
+    from benchmarks.config import MAX_SEED
     from benchmarks.progress import Progress
     from reports.metrics import METRICS
     from reports.report import build, selection_note
 
+    if not 0 <= args.validation_seed <= MAX_SEED:
+        raise UsageError(
+            f"--validation-seed {args.validation_seed} is not accepted; give 0..{MAX_SEED}"
+        )
     settings = sweep.Settings(
         (args.strategy,), args.seeds, args.device, args.out, args.cache_dir, False
     )

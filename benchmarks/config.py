@@ -97,6 +97,16 @@ NAMED_SECTIONS = ("dataset", "backbone")
 DEFAULT_NAMES = {"dataset": "features", "backbone": "identity"}
 
 
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds below 2³²
+MAX_SEEDS = 10_000  # one record each: far more than any table averages over
+
+
+def _seed_range_error(what: str) -> UsageError:
+    return UsageError(
+        f"{what} is not accepted; seeds are ids 0..{MAX_SEED}, at most {MAX_SEEDS} of them"
+    )
+
+
 def parse_seeds(text: str) -> list[int]:
     """Seed ids from `0-4` (a range, inclusive), `0,2,7` (a list), `3`, or a mix `0-2,9`."""
     seeds: list[int] = []
@@ -106,8 +116,10 @@ def parse_seeds(text: str) -> list[int]:
             raise UsageError(
                 f"seeds {text!r} not understood; accepted: a range 0-4, a list 0,2,7 or one id 3"
             )
-        first = int(match[1])
-        seeds.extend(range(first, int(match[2] or first) + 1))
+        first, last = int(match[1]), int(match[2] or match[1])
+        if last > MAX_SEED or len(seeds) + last - first + 1 > MAX_SEEDS:
+            raise _seed_range_error(f"seeds {text!r}")
+        seeds.extend(range(first, last + 1))
     if len(set(seeds)) != len(seeds):
         raise UsageError(f"seeds {text!r} repeat an id; each seed runs once")
     return seeds
@@ -122,6 +134,9 @@ def check_seeds(value: Any) -> list[int]:
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value
     ):
         raise UsageError(f"training.seeds = {value!r} is not accepted; expected non-negative ids")
+    if max(value) > MAX_SEED or len(value) > MAX_SEEDS:
+        shown = value if len(value) <= 10 else f"[{value[0]}, ... ({len(value)} ids)]"
+        raise _seed_range_error(f"training.seeds = {shown}")
     if len(set(value)) != len(value):
         raise UsageError(f"training.seeds = {value!r} repeats an id; each seed runs once")
     return list(value)
@@ -152,6 +167,10 @@ def load_file(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"config {path} is not valid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise UsageError(
+            f"config {path} is not UTF-8 (byte {error.start}); accepted: a UTF-8 TOML file"
+        ) from None
     except OSError as error:
         raise UsageError(f"config {path} cannot be read: {error.strerror}") from None
 

@@ -492,3 +492,39 @@ def test_no_traceback_from_a_real_process(config_file, tmp_path):
     assert "repeated [4]" in lines[0]
     assert result.stdout == ""
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Seeds beyond numpy's range, configs that are not UTF-8 (issue 14)
+
+
+@pytest.mark.parametrize(
+    "argv_tail, fragments",
+    [
+        (["--seeds", "99999999999999999999"], ["'99999999999999999999'", "0..4294967295"]),
+        (["--seeds", "4294967296"], ["'4294967296'", "0..4294967295"]),
+        (["--seeds", "0-100000000"], ["'0-100000000'", "at most 10000"]),
+        (["--set", "training.seeds=[4294967296]"], ["training.seeds", "0..4294967295"]),
+    ],
+)
+def test_seeds_out_of_range_are_refused(argv_tail, fragments, tmp_path, capsys):
+    config = bench(tmp_path, arrays())
+    assert_refused(capsys, ["run", config, *argv_tail], tmp_path / "out", *fragments)
+
+
+def test_control_the_largest_seed_runs(tmp_path, capsys):
+    config = bench(tmp_path, arrays())
+    assert_runs(capsys, ["run", config, *FAST, "--seeds", "4294967295"], tmp_path / "out")
+
+
+def test_a_validation_seed_out_of_range_is_refused(tmp_path, capsys):
+    config = bench(tmp_path, arrays())
+    out = tmp_path / "out"
+    argv = ["tune", config, "--strategy", "naive", "--grid", "training.lr=0.1,0.01"]
+    assert_refused(capsys, [*argv, "--validation-seed", "-1", "--out", out], out, "-1", "0..")
+
+
+def test_a_config_that_is_not_utf8_is_refused(tmp_path, capsys):
+    config = tmp_path / "latin1.toml"
+    config.write_bytes('# café\n[dataset]\nname = "digits"\n'.encode("latin-1"))
+    assert_refused(capsys, ["run", config], tmp_path / "out", "latin1.toml", "not UTF-8")
