@@ -280,6 +280,13 @@ class _SeedRun:
             experience.num_seen,
             num_experiences,
         )
+        if not all(math.isfinite(value) for value in norm):
+            # Weights that overflowed (or whose norm does) predict nothing meaningful, even
+            # where the mean loss stayed finite: a diverged run, like a NaN loss.
+            raise TrainingDiverged(
+                f"{strategy.name}: the head's weights overflowed in experience {index}; "
+                f"lower training.lr (now {training['lr']}) or the strategy's penalty weight"
+            )
         self.rows.append(row[: index + 1] + [None] * (num_experiences - index - 1))
         self.shares.append(share)
         self.norms.append(norm)

@@ -528,3 +528,18 @@ def test_a_config_that_is_not_utf8_is_refused(tmp_path, capsys):
     config = tmp_path / "latin1.toml"
     config.write_bytes('# café\n[dataset]\nname = "digits"\n'.encode("latin-1"))
     assert_refused(capsys, ["run", config], tmp_path / "out", "latin1.toml", "not UTF-8")
+
+
+def test_weights_that_overflow_are_a_diverged_run(tmp_path, capsys):
+    """lr = 1e30 sends the head's weights (or their norms) past float32's range while the
+    mean loss can stay finite; the run is listed as failed (exit 1) like a NaN loss, and no
+    record holding inf is written (JSON has no inf)."""
+    config = bench(tmp_path, arrays())
+    out = tmp_path / "out"
+    argv = ["run", config, "--strategy", "naive", "--seeds", "0", "--quiet", "--out", out]
+    code = call([str(arg) for arg in [*argv, "--set", "training.lr=1e30"]])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "Traceback" not in captured.err
+    assert "naive seed 0: naive: the head's weights overflowed in experience 0" in captured.out
+    assert list((out / "runs").glob("*.json")) == []
