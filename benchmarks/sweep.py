@@ -78,7 +78,8 @@ def parse_grid(text: str) -> tuple[str, list[str]]:
     """`--grid strategies.ewc.lambda=100,1000` -> ("strategies.ewc.lambda", ["100", "1000"])."""
     key, sep, raw = text.partition("=")
     values = split_values(raw) if sep else []
-    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+", key.strip()) or not all(values):
+    well_formed = re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+", key.strip())
+    if not well_formed or not values or not all(values):
         raise UsageError(
             f"--grid {text!r} not understood; expected SECTION.KEY=VALUE,VALUE,... "
             "(e.g. strategies.ewc.lambda=100,1000)"
@@ -276,7 +277,7 @@ def sweep(
 
 
 def _results(todo: list[Job], settings: Settings, workers: int):
-    if workers == 1:
+    if workers == 1 or not todo:  # nothing left to do needs no pool
         for job in todo:
             yield run_job(job, settings)
         return

@@ -40,8 +40,9 @@ def test_grid_values_split_at_top_level_commas():
         ["100", "1000"],
     )
     assert sweep.split_values('[1,2],"a,b",online') == ["[1,2]", '"a,b"', "online"]
-    with pytest.raises(UsageError, match="SECTION.KEY=VALUE,VALUE"):
-        sweep.parse_grid("lambda=1,2")
+    for bad in ("lambda=1,2", "strategies.ewc.lambda", "strategies.ewc.lambda="):
+        with pytest.raises(UsageError, match="SECTION.KEY=VALUE,VALUE"):
+            sweep.parse_grid(bad)  # no section, no `=` (once accepted as "0 runs"), no value
     with pytest.raises(UsageError, match="names a key twice"):
         sweep.grid_points(["training.lr=0.1", "training.lr=0.2"])
     assert sweep.grid_points(["training.lr=0.1,0.2", "training.epochs=1,2"]) == [
@@ -78,6 +79,10 @@ def test_a_grid_over_one_strategy_does_not_repeat_the_others(sweep_config, tmp_p
     assert code == 0
     assert "0 runs done now" in stdout and "8 already recorded" in stdout
     assert records(out) == found
+    # With workers, nothing to do once raised ZeroDivisionError splitting 0 jobs.
+    code, stdout, stderr = run_cli(capsys, *argv, "--workers", "2")
+    assert code == 0, stderr
+    assert "0 runs done now" in stdout and "8 already recorded" in stdout
 
 
 def test_a_run_that_raises_is_recorded_as_failed_and_the_sweep_goes_on(
