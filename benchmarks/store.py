@@ -79,7 +79,12 @@ def claim(out: Path, run_id: str, retry_failed: bool = False) -> Claim | None:
     """Claim a run; None when it is published, failed (unless retried) or held by a live
     process. The caller runs it, publishes or records its failure, then releases."""
     claims = out / "claims"
-    claims.mkdir(exist_ok=True)
+    try:
+        claims.mkdir(exist_ok=True)
+    except FileExistsError:
+        raise UsageError(
+            f"{claims} exists and is not a folder; accepted: a folder of claims or none"
+        ) from None
     path = claims / f"{run_id}.lock"
     # Never follow a link planted in claims/: truncating it would overwrite its target.
     try:

@@ -145,6 +145,16 @@ def test_a_claim_that_is_a_symbolic_link_is_refused_and_its_target_untouched(
     assert list((out / "runs").glob("*.json")) == []
 
 
+def test_claims_that_is_a_file_is_refused_in_one_line(sweep_config, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "claims").write_text("not a folder")
+    code, _, stderr = run_cli(capsys, "sweep", sweep_config, "--out", out, "--quiet")
+    assert code == 2 and stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert f"{out / 'claims'} exists and is not a folder" in stderr
+    assert not list(out.glob("runs/*.json"))
+
+
 def test_an_out_that_cannot_be_a_directory_is_refused(sweep_config, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
