@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -365,6 +366,9 @@ def _download(source: Source, root: Path, construct: Callable[..., Any]) -> None
         ) from None
 
 
+PICKLED = ("cifar10", "cifar100")  # torchvision unpickles their batches
+
+
 def _open(source: Source, options: dict[str, Any], **split: Any) -> Any:
     """Construct the torchvision dataset for one split after checking its files.
 
@@ -374,6 +378,13 @@ def _open(source: Source, options: dict[str, Any], **split: Any) -> Any:
     root = Path(options["root"]).expanduser()
     verify = options.get("verify_checksums", False)
     dataset_class = source.dataset_class if verify else _without_checksums(source.dataset_class)
+    if not verify and source.name in PICKLED:
+        print(
+            f"headbench: warning: dataset.verify_checksums = false: {source.name}'s files in "
+            f"{root} are unpickled unchecked, and a crafted pickle runs code; use only a copy "
+            "you trust",
+            file=sys.stderr,
+        )
 
     def construct(download: bool = False) -> Any:
         return dataset_class(str(root), download=download, **split)

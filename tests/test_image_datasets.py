@@ -75,7 +75,7 @@ def test_verify_checksums_refuses_a_generated_copy_naming_the_published_md5(tmp_
     assert PUBLISHED_TRAIN_MD5 in message and actual in message and "\n" not in message
 
 
-def test_verify_checksums_accepts_files_whose_digests_match(tmp_path, monkeypatch):
+def test_verify_checksums_accepts_files_whose_digests_match(tmp_path, monkeypatch, capsys):
     """The checked path end to end: give the class the generated files' real digests."""
     from torchvision.datasets import CIFAR100
 
@@ -89,6 +89,20 @@ def test_verify_checksums_accepts_files_whose_digests_match(tmp_path, monkeypatc
     monkeypatch.setattr(CIFAR100, "test_list", [["test", md5("test")]])
     monkeypatch.setattr(CIFAR100, "meta", {**CIFAR100.meta, "md5": md5("meta")})
     assert len(cifar100(tmp_path, verify_checksums=True).train_targets) == 300
+    assert "warning" not in capsys.readouterr().err  # checked files: nothing to warn about
+
+
+def test_unchecked_pickles_are_loaded_with_a_one_line_warning(tmp_path, capsys):
+    """torchvision unpickles CIFAR's batches: with the MD5 check off, a crafted file runs
+    code, so the run says so once per split, one line each, on stderr."""
+    write_cifar100(tmp_path)
+    cifar100(tmp_path)  # verify_checksums = false
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(
+        line.startswith("headbench: warning: dataset.verify_checksums = false: cifar100's")
+        and "crafted pickle runs code" in line
+        for line in lines
+    )
 
 
 def test_missing_files_without_download_say_where_to_put_them(tmp_path):
