@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from speed_inputs import gaussian_classes, sgd_training
 from torch.utils.data import DataLoader, TensorDataset
 
 import strategies
@@ -20,24 +21,12 @@ from strategies import Head
 # The setting of shared/REFERENCE.md's speed note: 15,000 x 384 features, 150 classes,
 # 10 experiences, batch 64 (3 epochs here instead of 10 to keep the benchmark short).
 SAMPLES, DIM, CLASSES, EXPERIENCES, EPOCHS = 15_000, 384, 150, 10, 3
-TRAINING = {
-    "optimizer": "sgd",
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "batch_size": 64,
-    "epochs": EPOCHS,
-    "schedule": "constant",
-}
+TRAINING = sgd_training(EPOCHS)
 
 
 @pytest.fixture(scope="module")
 def features():
-    generator = torch.Generator().manual_seed(0)
-    targets = torch.arange(SAMPLES) % CLASSES
-    centres = torch.randn(CLASSES, DIM, generator=generator)
-    inputs = centres[targets] + torch.randn(SAMPLES, DIM, generator=generator)
-    return inputs, targets
+    return gaussian_classes(SAMPLES, DIM, CLASSES)
 
 
 def textbook_loop(inputs, targets):

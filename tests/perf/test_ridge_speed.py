@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-import torch
+from speed_inputs import gaussian_classes, sgd_training
 
 import strategies
 from benchmarks import engine
@@ -18,24 +18,12 @@ from benchmarks.scenario import Scenario
 
 SAMPLES = int(os.environ.get("HEADBENCH_RIDGE_SAMPLES", "20000"))
 DIM, CLASSES, EXPERIENCES = 512, 100, 10
-TRAINING = {
-    "optimizer": "sgd",
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "batch_size": 64,
-    "epochs": 1,
-    "schedule": "constant",
-}
+TRAINING = sgd_training(epochs=1)
 
 
 @pytest.fixture(scope="module")
 def features():
-    generator = torch.Generator().manual_seed(0)
-    targets = torch.arange(SAMPLES) % CLASSES
-    centres = torch.randn(CLASSES, DIM, generator=generator)
-    inputs = centres[targets] + torch.randn(SAMPLES, DIM, generator=generator)
-    return inputs, targets
+    return gaussian_classes(SAMPLES, DIM, CLASSES)
 
 
 def run(name, inputs, targets):
