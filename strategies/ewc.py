@@ -158,8 +158,16 @@ class EWC(Strategy):
 
     def stability_error(self, learning_rate: float, momentum: float) -> str | None:
         """The penalty λ/2·Σ A (θ − μ)² has curvature λ·A; SGD with momentum μ is stable on
-        it only while lr·λ·max A < 2(1 + μ)."""
-        importances = [getattr(self, f"importance_{name}") for name in PARAMETERS]
+        it only while lr·λ·max A < 2(1 + μ).
+
+        Only parameters the data loss moves count: with `ce_scope = "new"` (no exemplars)
+        the old rows get no cross-entropy gradient, stay at their anchor, and the penalty's
+        gradient there is exactly 0, so an unstable curvature is never excited (the cosine
+        head's shared σ still is)."""
+        names = PARAMETERS
+        if self.config.ce_scope == "new":
+            names = tuple(name for name in PARAMETERS if name not in ("weight", "bias"))
+        importances = [getattr(self, f"importance_{name}") for name in names]
         largest = max((float(a.max()) for a in importances if a is not None), default=0.0)
         limit = 2 * (1 + momentum)
         if largest == 0 or learning_rate * self.config.lambda_ * largest < limit:

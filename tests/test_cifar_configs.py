@@ -85,9 +85,13 @@ def refused(capsys, argv: list[str], out) -> str:
         code = exit.code
     captured = capsys.readouterr()
     assert code == 2 and not captured.out, captured
-    assert len(captured.err.splitlines()) == 1 and "Traceback" not in captured.err
+    # The generated folder runs with verify_checksums = false, which warns (one line per
+    # split read) before the error: the error itself is one line.
+    warning = "headbench: warning: dataset.verify_checksums = false: "
+    errors = [line for line in captured.err.splitlines() if not line.startswith(warning)]
+    assert len(errors) == 1 and "Traceback" not in captured.err, captured.err
     assert not out.exists()
-    return captured.err
+    return errors[0]
 
 
 def test_missing_cifar_files_stop_the_run_with_one_line(capsys, tmp_path):

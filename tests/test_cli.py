@@ -475,12 +475,14 @@ def test_digits_demo_joint_has_the_best_final_accuracy_of_the_gradient_trained(t
 
 
 def test_same_config_and_seed_give_byte_identical_results(tmp_path, capsys):
-    # Overlapping blobs, so accuracies are not all 1.0 and a difference could show.
+    # Overlapping blobs, so accuracies are not all 1.0 and a difference could show. EWC's
+    # λ = 5000 is past SGD's stability limit on them (the run would be stopped): λ = 100.
     npz = tmp_path / "noisy.npz"
     np.savez(npz, **make_blobs(spread=1.0))
     config = write_config(tmp_path, npz)
-    first = run_blobs(capsys, config, tmp_path / "first", "--seeds 0,1")
-    second = run_blobs(capsys, config, tmp_path / "second", "--seeds 0,1")
+    options = "--seeds 0,1 --set strategies.ewc.lambda=100"
+    first = run_blobs(capsys, config, tmp_path / "first", options)
+    second = run_blobs(capsys, config, tmp_path / "second", options)
 
     assert [r["run_id"] for r in first] == [r["run_id"] for r in second]
     for a, b in zip(first, second, strict=True):
@@ -549,7 +551,7 @@ def test_ctrl_c_while_a_record_is_written_leaves_no_partial_or_temporary_file(
 
 def test_a_diverging_run_is_listed_and_the_others_go_on(config_file, tmp_path, capsys):
     # EWC at λ = 10^9 with lr 0.1: the penalty's curvature lr·λ·F is far beyond SGD's
-    # stability limit, so its loss overflows while naive trains normally.
+    # stability limit, so the check stops it while naive trains normally.
     out = tmp_path / "out"
     code, stdout, _ = run_cli(
         capsys, "run", config_file, "--out", out, "--quiet", "--strategy", "naive",
@@ -559,5 +561,6 @@ def test_a_diverging_run_is_listed_and_the_others_go_on(config_file, tmp_path, c
     assert runs_of(read_records(out)) == [("naive", 0), ("naive", 1)]
     summary = (out / "summary.md").read_text()
     assert "| naive |" in summary and "| ewc |" not in summary
-    assert "- ewc seed 0: ewc: the loss became" in summary and "- ewc seed 1:" in summary
+    assert "- ewc seed 0: ewc: lr·λ·max F = 0.1·1e+09·" in summary and "- ewc seed 1:" in summary
+    assert "passes SGD's stability limit" in summary
     assert "Failed runs" in stdout

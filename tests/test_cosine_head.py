@@ -85,14 +85,21 @@ def test_every_gradient_trained_strategy_runs_on_a_cosine_head(
 
 
 def test_ewc_at_its_default_lambda_diverges_on_a_cosine_head(blob_tensors, scenario_2_2, training):
-    # The shared scale σ gathers Fisher from every sample: 0.19 here after the first
-    # experience. The penalty's curvature on σ is then λ·F = 5000 · 0.19 ≈ 950, and SGD
-    # with momentum β is stable only while lr · curvature < 2 (1 + β) = 3.8; 0.1 · 950 is
-    # 25 times that, so σ oscillates with growing amplitude and the loss explodes.
+    # The shared scale σ gathers Fisher from every sample. Once the penalty's largest
+    # curvature λ·F passes SGD's limit lr · curvature < 2 (1 + β) = 3.8 (momentum β), the
+    # stability check stops the run before that experience trains, naming the largest
+    # stable λ = 3.8 / (lr · max F) from the Fisher the strategy holds at that moment.
     ewc = strategies.create("ewc")
+    with pytest.raises(engine.TrainingDiverged, match=r"before experience 2\)$") as caught:
+        engine.run(ewc, *blob_tensors, scenario_2_2, training, False, 0, "cosine")
+    largest = max(float(ewc.importance_weight.max()), float(ewc.importance_scale.max()))
+    limit = 2 * (1 + training["momentum"])
+    assert training["lr"] * ewc.config.lambda_ * largest > limit
+    assert f"strategies.ewc.lambda < {limit / (training['lr'] * largest):.3g}" in str(caught.value)
+    # Without the check the run goes on and its loss explodes, as the curvature says.
+    ewc = strategies.create("ewc")
+    ewc.stability_error = lambda learning_rate, momentum: None
     result = engine.run(ewc, *blob_tensors, scenario_2_2, training, False, 0, "cosine")
-    curvature = ewc.config.lambda_ * ewc.importance_scale.item()
-    assert training["lr"] * curvature > 2 * (1 + training["momentum"])
     assert result.train_loss[-1] > 1e6
 
 

@@ -214,26 +214,32 @@ def test_stability_check_names_the_largest_stable_lambda():
     limit 2(1 + 0.9) = 3.8 is passed at λ = 100 (0.1·100·0.5 = 5) and not at λ = 50 (2.5);
     the largest stable λ is 3.8 / (0.1·0.5) = 76."""
     importance = torch.tensor([[0.1, 0.5], [0.0, 0.2]])
-    stiff = strategies.create("ewc", {"lambda": 100.0})
+    stiff = strategies.create("ewc", {"lambda": 100.0, "ce_scope": "seen"})
     stiff.importance_weight = importance
     message = stiff.stability_error(0.1, 0.9)
     assert message is not None
     assert "= 5 passes SGD's stability limit 2(1 + momentum) = 3.8" in message
     assert "strategies.ewc.lambda < 76" in message
-    calm = strategies.create("ewc", {"lambda": 50.0})
+    calm = strategies.create("ewc", {"lambda": 50.0, "ce_scope": "seen"})
     calm.importance_weight = importance
     assert calm.stability_error(0.1, 0.9) is None
     assert strategies.create("ewc", {}).stability_error(0.1, 0.9) is None  # no Fisher yet
+    # Cross-entropy over the new classes only never moves the old rows off their anchor,
+    # where the penalty's gradient is 0: the unstable curvature is never excited.
+    latent = strategies.create("ewc", {"lambda": 100.0, "ce_scope": "new"})
+    latent.importance_weight = importance
+    assert latent.stability_error(0.1, 0.9) is None
 
 
 def test_a_run_past_the_limit_stops_before_training_the_experience(
     blob_tensors, scenario_2_2, training
 ):
-    """λ = 1e12 on the blobs: the first experience's Fisher makes lr·λ·max F enormous, so
-    the run stops as diverged before experience 1 trains, with the check's message."""
+    """λ = 1e12 on the blobs, cross-entropy over all seen classes: the first experience's
+    Fisher makes lr·λ·max F enormous, so the run stops as diverged before experience 1
+    trains, with the check's message."""
     with pytest.raises(engine.TrainingDiverged, match=r"before experience 1\)$") as caught:
         engine.run(
-            strategies.create("ewc", {"lambda": 1e12}),
+            strategies.create("ewc", {"lambda": 1e12, "ce_scope": "seen"}),
             *blob_tensors,
             scenario_2_2,
             training,

@@ -89,14 +89,16 @@ def test_a_run_that_raises_is_recorded_as_failed_and_the_sweep_goes_on(
     sweep_config, tmp_path, capsys
 ):
     out = tmp_path / "out"
-    # λ = 1e15: lr · λ · F far beyond SGD's stability limit, so EWC's loss becomes NaN.
+    # λ = 1e15: lr · λ · F far beyond SGD's stability limit, so EWC is stopped before it
+    # trains its second experience.
     argv = ["sweep", sweep_config, "--out", out, "--quiet", "--set", "strategies.ewc.lambda=1e15"]
     code, stdout, _ = run_cli(capsys, *argv)
     assert code == 1
     assert [r["strategy"] for r in records(out).values()] == ["naive"]
     (failure,) = [json.loads(p.read_text()) for p in (out / "failed").glob("*.json")]
     assert failure["strategy"] == "ewc"
-    assert failure["error"].startswith("TrainingDiverged: ewc: the loss became nan")
+    assert failure["error"].startswith("TrainingDiverged: ewc: lr·λ·max F = 0.1·1e+15·")
+    assert "passes SGD's stability limit 2(1 + momentum) = 3.8" in failure["error"]
     assert "Traceback (most recent call last)" in failure["traceback"]
     assert f"{failure['run_id']}: TrainingDiverged" in stdout
 

@@ -30,9 +30,7 @@ def cluster():
     local.shutdown()
 
 
-def test_a_ray_sweep_finishes_every_run_once_when_a_worker_node_dies(
-    cluster, tmp_path, blobs_npz
-):
+def test_a_ray_sweep_finishes_every_run_once_when_a_worker_node_dies(cluster, tmp_path, blobs_npz):
     local, workers = cluster
     config, out = slow_config(tmp_path, blobs_npz), tmp_path / "out"
     settings = sweep.Settings((), "0-5", "cpu", str(out), None, False)
