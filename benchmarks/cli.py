@@ -328,7 +328,10 @@ def command_list(args: argparse.Namespace) -> int:
 def command_cache(args: argparse.Namespace) -> int:
     from benchmarks.cache import Cache, human_size, listing, resolve_directory
 
-    cache = Cache(resolve_directory(args.cache_dir))
+    directory = resolve_directory(args.cache_dir)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"cache folder {directory} is not a folder; accepted: a folder or none")
+    cache = Cache(directory)
     if args.action == "ls":
         print(listing(cache))
         return 0

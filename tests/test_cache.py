@@ -277,3 +277,17 @@ def test_base_task_backbone_is_trained_once_and_then_never_runs(
     assert sum(calls) == 150 + 300 + 100
     kinds = sorted(entry.kind for entry in Cache(tmp_path / "cache").entries())
     assert kinds == ["backbones", "backbones", *["features"] * 4]
+
+
+@pytest.mark.parametrize("action", ["ls", "clear"])
+def test_cache_commands_refuse_a_cache_dir_that_is_a_file(action, tmp_path, capsys):
+    """Once answered "empty" (ls) or "removed 0 entries" (clear) with exit 0."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a cache")
+    code, out, err = run_cli(capsys, "cache", action, "--cache-dir", blocker)
+    assert code == 2 and not out
+    assert (
+        err
+        == f"headbench: error: cache folder {blocker} is not a folder; accepted: a folder or none\n"
+    )
+    assert blocker.read_text() == "not a cache"
