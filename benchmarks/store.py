@@ -33,6 +33,11 @@ def atomic_write(path: Path, text: str) -> None:
 def prepare_out(out: Path) -> Path:
     """Create OUT/runs and prove it writable; UsageError (nothing left behind) if not."""
     runs = out / "runs"
+    if out.is_symlink() and not out.exists():
+        raise UsageError(
+            f"--out {out} is a symbolic link to {os.readlink(out)}, which does not exist; "
+            "give a directory, or a link to one"
+        )
     created = [p for p in (out, runs) if not p.exists()]
     try:
         runs.mkdir(parents=True, exist_ok=True)

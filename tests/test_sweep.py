@@ -157,6 +157,19 @@ def test_claims_that_is_a_file_is_refused_in_one_line(sweep_config, tmp_path, ca
     assert not list(out.glob("runs/*.json"))
 
 
+def test_an_out_that_is_a_dangling_link_is_refused_naming_its_target(
+    sweep_config, tmp_path, capsys
+):
+    """Once reported as "File exists"; the link and its missing target stay as they were."""
+    out = tmp_path / "out"
+    out.symlink_to(tmp_path / "gone")
+    for command in ("run", "sweep"):
+        code, _, stderr = run_cli(capsys, command, sweep_config, "--out", out, "--quiet")
+        assert code == 2 and stderr.count("\n") == 1 and "Traceback" not in stderr
+        assert f"--out {out} is a symbolic link to {tmp_path / 'gone'}, which does not" in stderr
+    assert out.is_symlink() and not (tmp_path / "gone").exists()
+
+
 def test_an_out_that_cannot_be_a_directory_is_refused(sweep_config, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
