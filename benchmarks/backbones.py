@@ -54,6 +54,7 @@ class Features:
     test: Tensor  # (test, dim)
     train_views: Tensor | None = None  # (views, train, dim): `augment_views` augmented copies
     cache: dict[str, Any] = field(default_factory=dict)  # per split: digest, checksum, source
+    val: Tensor | None = None  # (val, dim): the dataset's own validation split, if it has one
 
 
 @dataclass(frozen=True)
@@ -409,6 +410,8 @@ def extract_with_cache(
     if device.type == "cuda" and not options["extract_batch_size"]:
         batch_size *= 4
     splits = [("train", data.train_inputs, 0), ("test", data.test_inputs, 0)]
+    if data.val_inputs is not None:
+        splits.append(("val", data.val_inputs, 0))
     if views:
         splits.append((f"train+{views}-views", data.train_inputs, views))
     runner: Runner | None = None
@@ -459,7 +462,11 @@ def extract_with_cache(
         results[split] = tensor.to(device).float()
         provenance[split] = entry
     return Features(
-        results["train"], results["test"], results.get(f"train+{views}-views"), provenance
+        results["train"],
+        results["test"],
+        results.get(f"train+{views}-views"),
+        provenance,
+        results.get("val"),
     )
 
 
@@ -482,15 +489,24 @@ def identity(
 ) -> Features:
     # float32 as every backbone's features: uint8 images (CIFAR, an Avalanche benchmark)
     # become their pixel values 0..255, which heads can train on.
-    splits = (data.train_inputs, data.test_inputs)
-    if any(isinstance(x, ImageFiles) for x in splits):
+    splits = [data.train_inputs, data.test_inputs]
+    if data.val_inputs is not None:
+        splits.append(data.val_inputs)
+    if data.is_text:
+        raise UsageError(
+            f"backbone.name = 'identity' takes features or images held in memory; dataset "
+            f"{data.name!r} gives sentences: use backbone 'transformers'"
+        )
+    if any(not isinstance(x, np.ndarray) for x in splits):
         raise UsageError(
             f"backbone.name = 'identity' takes features or images held in memory; dataset "
             f"{data.name!r} reads image files of differing sizes: use a backbone such as "
             "resnet18, vit_b_16 or base-task (headbench list backbones)"
         )
-    flat = [x.reshape(len(x), -1).astype(np.float32, copy=False) for x in splits]
-    return Features(*(_as_tensor(x, device) for x in flat))
+    flat = [
+        _as_tensor(x.reshape(len(x), -1).astype(np.float32, copy=False), device) for x in splits
+    ]
+    return Features(flat[0], flat[1], val=flat[2] if len(flat) > 2 else None)
 
 
 # ---------------------------------------------------------------------------------------

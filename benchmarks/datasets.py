@@ -68,7 +68,21 @@ class _DecodedFiles(torch.utils.data.Dataset):
         return torch.from_numpy(pixels.copy()).permute(2, 0, 1)  # (3, height, width)
 
 
-Inputs = np.ndarray | ImageFiles
+@dataclass(frozen=True)
+class Texts:
+    """Sentences (one string per sample), for text backbones (`transformers`)."""
+
+    items: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self.items),)
+
+
+Inputs = np.ndarray | ImageFiles | Texts
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,10 @@ class Data:
     # A dataset that brings its own split (an Avalanche benchmark): its class ids per
     # experience, in arrival order. None: the config's [scenario] table splits the classes.
     experiences: tuple[tuple[int, ...], ...] | None = None
+    # A dataset's own validation split (CLINC150's `val`), used by `headbench tune` in
+    # place of a split held out of the training data. None: the dataset has none.
+    val_inputs: Inputs | None = None
+    val_targets: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -90,7 +108,13 @@ class Data:
 
     @property
     def is_images(self) -> bool:
-        return isinstance(self.train_inputs, ImageFiles) or self.train_inputs.ndim == 4
+        if isinstance(self.train_inputs, ImageFiles):
+            return True
+        return isinstance(self.train_inputs, np.ndarray) and self.train_inputs.ndim == 4
+
+    @property
+    def is_text(self) -> bool:
+        return isinstance(self.train_inputs, Texts)
 
     @property
     def in_memory(self) -> bool:
