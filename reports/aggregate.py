@@ -118,9 +118,7 @@ def summarise_benchmark(benchmark: Benchmark) -> pd.DataFrame:
             label: describe([values[metric] for values in runs])
             for label, runs in per_variant.items()
         }
-        bounds = {
-            v.label for v in benchmark.variants if v.strategy in LOWER_BOUNDS + UPPER_BOUNDS
-        }
+        bounds = {v.label for v in benchmark.variants if v.strategy in LOWER_BOUNDS + UPPER_BOUNDS}
         ranks = rank(
             {label: s.mean for label, s in described.items() if label not in bounds},
             higher_is_better,
