@@ -154,7 +154,7 @@ def run_seeds(
                     train_loop(
                         list(r.head.parameters()),
                         r.objective,
-                        r.strategy.after_update if strategy.overrides("after_update") else None,
+                        r.strategy.after_step if r.strategy.needs_after_step() else None,
                         r.head,
                         features,
                         targets,
@@ -226,6 +226,7 @@ class _SeedRun:
             features, targets = strategy.training_set(experience)  # (n', dim), (n',)
             strategy.class_weights = class_weights(targets, experience.num_seen, training)
             strategy.before_experience(self.head, experience)
+        strategy.hold_old_rows(self.head, experience.num_old)
         if training["optimizer"] == "sgd":
             problem = strategy.stability_error(training["lr"], training["momentum"])
             if problem is not None:
@@ -349,7 +350,7 @@ def epoch_order(targets: Tensor, sampling: str, shuffle: torch.Generator) -> Ten
 def train_loop(
     parameters: list[Tensor],
     loss_of: Callable[[Tensor, Tensor], Tensor],
-    after_update: Callable[[Head], None] | None,
+    after_step: Callable[[Head], None] | None,
     head: Head,
     features: Tensor,
     targets: Tensor,
@@ -381,8 +382,8 @@ def train_loop(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if after_update is not None:
-                after_update(head)
+            if after_step is not None:
+                after_step(head)
             loss_sum += loss.detach()
             step += 1
     return (loss_sum / steps).item()
@@ -438,7 +439,7 @@ def batchable(
 
 
 class _Objective(nn.Module):
-    """One seed's loss, or its after-update hook, as a module `functional_call` can run
+    """One seed's loss, or its after-step hooks, as a module `functional_call` can run
     with another seed's head parameters and strategy buffers swapped in."""
 
     def __init__(self, strategy: Strategy, head: Head) -> None:
@@ -447,7 +448,7 @@ class _Objective(nn.Module):
 
     def forward(self, features: Tensor | None, targets: Tensor | None) -> Tensor | None:
         if features is None:
-            self.strategy.after_update(self.head)
+            self.strategy.after_step(self.head)
             return None
         return self.strategy.loss(self.head(features), targets, features, self.head)
 
@@ -466,7 +467,7 @@ def batched_train_loop(
     `torch.func.vmap` with seed s's parameters, buffers and minibatch in slot s, and
     back-propagates the sum of the S losses, whose gradient in slot s is seed s's own.
     One optimizer then steps all slots; its updates are elementwise (SGD, Adam), so
-    each slot follows its seed's trajectory. `after_update` runs per seed on views of
+    each slot follows its seed's trajectory. `after_step` runs per seed on views of
     its slot. The trained slots are copied back into each seed's head.
     """
     first = runs[0]
@@ -489,9 +490,9 @@ def batched_train_loop(
         return torch.func.functional_call(objective, named, (features, targets))
 
     losses_of = torch.func.vmap(loss_of_one)
-    after_update = None
-    if first.strategy.overrides("after_update"):
-        after_update = [_Objective(r.strategy, r.head) for r in runs]
+    after_step = None
+    if first.strategy.needs_after_step():
+        after_step = [_Objective(r.strategy, r.head) for r in runs]
     shared = all(features is sets[0][0] for features, _ in sets)
     features = sets[0][0] if shared else torch.stack([f for f, _ in sets])  # (n, d) | (S, n, d)
     targets = torch.stack([t for _, t in sets])  # (S, n)
@@ -515,8 +516,8 @@ def batched_train_loop(
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
             optimizer.step()
-            if after_update is not None:
-                for slot, module in enumerate(after_update):
+            if after_step is not None:
+                for slot, module in enumerate(after_step):
                     views = {f"head.{k}": v.detach()[slot] for k, v in parameters.items()}
                     torch.func.functional_call(module, views, (None, None))
             loss_sum += losses.detach()

@@ -232,6 +232,7 @@ class HeadbenchPlugin(SupervisedPlugin):
             self.strategy.expand(head, len(classes))
             self.strategy.class_weights = None
             self.strategy.before_experience(head, self._experience)
+        self.strategy.hold_old_rows(head, num_old)
         self._write_back(head)
         self._freeze_backbone(strategy.model)
         # headbench builds a fresh optimizer per experience; Avalanche keeps the momentum of
@@ -252,9 +253,9 @@ class HeadbenchPlugin(SupervisedPlugin):
         return self.strategy.loss(head(features), self._positions(targets), features, head)
 
     def after_update(self, strategy: Any, **kwargs: Any) -> None:
-        if self.strategy.overrides("after_update"):
+        if self.strategy.needs_after_step():
             head = self._head(len(self.arrival))
-            self.strategy.after_update(head)
+            self.strategy.after_step(head)
             self._write_back(head)
 
     def after_training_exp(self, strategy: Any, **kwargs: Any) -> None:

@@ -233,6 +233,16 @@ class Calibration:
     epochs: int
 
 
+@dataclass(frozen=True)
+class FreezeConfig:
+    """The frozen-old-rows flag: inherit it in a strategy's config to offer SEQ*'s fixed old
+    classifier (Zheng, Qiu & Ma, ACL 2024) on that strategy."""
+
+    freeze_old_rows: bool = hyperparameter(
+        False, "keep old classes' rows, biases (a cosine head's σ) as before the experience"
+    )
+
+
 class Strategy(GrowingBuffers):
     """Base contract: override only the hooks the method needs.
 
@@ -241,7 +251,9 @@ class Strategy(GrowingBuffers):
     so `state_dict()` round-trips. `class_weights` is set by the engine before each
     experience's training when `training.class_weighting` asks for it (None otherwise);
     pass it to `classification_loss`. `memory` is an exemplar memory when the config has
-    `memory_size > 0` (strategies.memory.ReplayConfig), else None.
+    `memory_size > 0` (strategies.memory.ReplayConfig), else None. With `freeze_old_rows`
+    (FreezeConfig) the loop calls `hold_old_rows` before an experience trains and
+    `after_step` after every optimizer step.
     """
 
     name: ClassVar[str]
@@ -256,6 +268,8 @@ class Strategy(GrowingBuffers):
         self.config = self.Config() if config is None else config
         self.class_weights: Tensor | None = None
         self.memory: nn.Module | None = None
+        # What `hold_old_rows` copied; only for the current experience, so not a buffer.
+        self._held: dict[str, Tensor] | None = None
         size = getattr(self.config, "memory_size", 0)
         require(size >= 0, f"strategies.{self.name}.memory_size = {size} must be >= 0")
         if size > 0:
@@ -299,6 +313,41 @@ class Strategy(GrowingBuffers):
 
     def after_update(self, head: Head) -> None:
         """Called after every optimizer step (only when a strategy overrides it)."""
+
+    @property
+    def freezes_old_rows(self) -> bool:
+        return bool(getattr(self.config, "freeze_old_rows", False))
+
+    def hold_old_rows(self, head: Head, num_old: int) -> None:
+        """With `freeze_old_rows`, copy what belongs to the old classes before the experience
+        trains: their rows, their biases and a cosine head's σ (it scales their logits).
+
+        `after_step` puts the copy back after every optimizer step, so they stay
+        bit-identical whatever momentum, weight decay or Adam's state do to them. Optimizer
+        updates are elementwise, so the other parameters follow exactly the trajectory of
+        an update that leaves the old rows out (the authors set their lr to 0)."""
+        self._held = None
+        if not self.freezes_old_rows or num_old == 0:
+            return
+        held = {"weight": head.weight.detach()[:num_old].clone()}  # (old, dim)
+        if head.bias is not None:
+            held["bias"] = head.bias.detach()[:num_old].clone()  # (old,)
+        if isinstance(head, CosineHead):
+            held["scale"] = head.scale.detach().clone()  # ()
+        self._held = held
+
+    def needs_after_step(self) -> bool:
+        """Whether the loop must call `after_step` (it skips a hook with nothing to do)."""
+        return self.overrides("after_update") or self._held is not None
+
+    @torch.no_grad()
+    def after_step(self, head: Head) -> None:
+        """What the loop calls after every optimizer step: `after_update`, then the rows
+        `hold_old_rows` copied are written back."""
+        self.after_update(head)
+        for name, value in (self._held or {}).items():
+            parameter = getattr(head, name)
+            (parameter if value.dim() == 0 else parameter[: len(value)]).copy_(value)
 
     def stability_error(self, learning_rate: float, momentum: float) -> str | None:
         """Before an experience's SGD loop: why it must diverge, or None (the default).

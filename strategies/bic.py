@@ -30,6 +30,7 @@ from strategies.base import (
     Calibration,
     DistillingStrategy,
     Experience,
+    FreezeConfig,
     Head,
     classification_loss,
     distillation_kl,
@@ -41,7 +42,7 @@ from strategies.registry import register
 
 
 @dataclass(frozen=True)
-class BiCConfig(ReplayConfig):
+class BiCConfig(FreezeConfig, ReplayConfig):
     memory_size: int = hyperparameter(2000, "K: exemplars kept (the paper's CIFAR-100 budget)")
     memory_holdout: float = hyperparameter(0.1, "share of exemplars held out for stage 2 (9:1)")
     temperature: float = hyperparameter(2.0, "T: distillation temperature, Eq. 1")

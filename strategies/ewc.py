@@ -36,6 +36,7 @@ from torch import Tensor
 from strategies.base import (
     CrossEntropyScope,
     Experience,
+    FreezeConfig,
     Head,
     Strategy,
     check_scope,
@@ -48,7 +49,7 @@ from strategies.registry import register
 
 
 @dataclass(frozen=True)
-class EWCConfig(ReplayConfig):
+class EWCConfig(FreezeConfig, ReplayConfig):
     lambda_: float = hyperparameter(5000.0, "λ, Eq. 3: weight of the quadratic penalty")
     mode: Literal["separate", "online"] = hyperparameter(
         "separate", "one penalty per experience, or one running penalty"
@@ -163,9 +164,10 @@ class EWC(Strategy):
         Only parameters the data loss moves count: with `ce_scope = "new"` (no exemplars)
         the old rows get no cross-entropy gradient, stay at their anchor, and the penalty's
         gradient there is exactly 0, so an unstable curvature is never excited (the cosine
-        head's shared σ still is)."""
-        names = PARAMETERS
-        if self.config.ce_scope == "new":
+        head's shared σ still is). With `freeze_old_rows` every penalised parameter is held
+        (new rows carry no Fisher yet), so none counts."""
+        names = () if self.freezes_old_rows else PARAMETERS
+        if self.config.ce_scope == "new" and names:
             names = tuple(name for name in PARAMETERS if name not in ("weight", "bias"))
         importances = [getattr(self, f"importance_{name}") for name in names]
         largest = max((float(a.max()) for a in importances if a is not None), default=0.0)

@@ -26,6 +26,7 @@ from torch import Tensor
 from strategies.base import (
     CrossEntropyScope,
     DistillingStrategy,
+    FreezeConfig,
     Head,
     check_scope,
     classification_loss,
@@ -38,7 +39,7 @@ from strategies.registry import register
 
 
 @dataclass(frozen=True)
-class LwFConfig(ReplayConfig):
+class LwFConfig(FreezeConfig, ReplayConfig):
     alpha: float = hyperparameter(1.0, "λ_o: weight of the distillation term")
     temperature: float = hyperparameter(2.0, "T: distillation temperature")
     t_squared: bool = hyperparameter(False, "multiply the distillation term by T² (Hinton)")

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.base import Strategy
+from strategies.base import FreezeConfig, Strategy
 from strategies.memory import ReplayConfig
 from strategies.registry import register
 
 
 @dataclass(frozen=True)
-class NaiveConfig(ReplayConfig):
+class NaiveConfig(FreezeConfig, ReplayConfig):
     """Naive has no hyperparameters of its own; `memory_size > 0` adds exemplar replay."""
 
 

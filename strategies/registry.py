@@ -25,6 +25,7 @@ _BUILTIN = (
     "ridge",
     "replay",
     "bic",
+    "seq_star",
 )
 _loaded = False
 

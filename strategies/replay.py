@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.base import hyperparameter
+from strategies.base import FreezeConfig, hyperparameter
 from strategies.memory import ReplayConfig
 from strategies.naive import Naive
 from strategies.registry import register
 
 
 @dataclass(frozen=True)
-class ReplayStrategyConfig(ReplayConfig):
+class ReplayStrategyConfig(FreezeConfig, ReplayConfig):
     memory_size: int = hyperparameter(2000, "K: exemplars kept (iCaRL's CIFAR-100 budget)")
 
 

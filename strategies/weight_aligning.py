@@ -34,6 +34,7 @@ from torch import Tensor
 from strategies.base import (
     DistillingStrategy,
     Experience,
+    FreezeConfig,
     Head,
     classification_loss,
     distillation_kl,
@@ -45,7 +46,7 @@ from strategies.registry import register
 
 
 @dataclass(frozen=True)
-class WeightAligningConfig(ReplayConfig):
+class WeightAligningConfig(FreezeConfig, ReplayConfig):
     distillation: bool = hyperparameter(True, "add L_KD, weighted λ = n/(n+m) against L_CE")
     temperature: float = hyperparameter(2.0, "T: distillation temperature")
     t_squared: bool = hyperparameter(False, "multiply L_KD by T² (Hinton)")
