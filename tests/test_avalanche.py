@@ -182,6 +182,8 @@ PLUGIN_VARIANTS = [
     _variant("ewc", {"lambda": 100.0, "mode": "online", "gamma": 0.5}, False, slow=True),
     _variant("lwf", {}, False),
     _variant("weight_aligning", {}, False),  # after_update (clipping), after_experience
+    _variant("seq_star", {}, False),  # old rows held: written back after each step
+    _variant("weight_aligning", {"freeze_old_rows": True}, False, slow=True),
     _variant("ncm", {}, False),  # statistics only: no minibatch loop, predict from the means
     _variant("slda", {}, False, slow=True),
     _variant("ridge", {}, False, slow=True),  # random projection: the plugin's random stream

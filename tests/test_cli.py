@@ -35,20 +35,27 @@ ALL_STRATEGIES = {
     "ridge",
     "replay",
     "bic",
+    "seq_star",
 }
+# The strategies of the shipped digits demo (digits_b5_inc1.toml): seq_star is left out of
+# it, so the demo's README table stays as measured (docs/demo.md gives its numbers).
+DIGITS_STRATEGIES = ALL_STRATEGIES - {"seq_star"}
 # Those that train the head by gradient descent (the others compute it from statistics).
-GRADIENT_TRAINED = {"naive", "weight_aligning", "ewc", "lwf", "joint"}
+GRADIENT_TRAINED = {"naive", "weight_aligning", "ewc", "lwf", "joint", "seq_star"}
 METRIC_KEYS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "bwt"}
 # The paper defaults each strategy documents (EWC: FACIL's λ = 5000; LwF: T = 2, λ_o = 1,
 # cross-entropy over the new classes; WA: T = 2 with clipping and aligned biases).
 # Replay is off unless asked for (memory_size 0); iCaRL's total budget and herding.
 REPLAY_FLAG = {"memory_size": 0, "memory_budget": "total", "memory_selection": "herding"}
+FREEZE_FLAG = {"freeze_old_rows": False}  # SEQ*'s frozen old rows, off but on seq_star
+NAIVE_DEFAULTS = {**REPLAY_FLAG, **FREEZE_FLAG}
 EWC_DEFAULTS = {
     "lambda": 5000.0,
     "mode": "separate",
     "gamma": 1.0,
     "ce_scope": "seen",
     **REPLAY_FLAG,
+    **FREEZE_FLAG,
 }
 LWF_DEFAULTS = {
     "alpha": 1.0,
@@ -56,6 +63,7 @@ LWF_DEFAULTS = {
     "t_squared": False,
     "ce_scope": "new",
     **REPLAY_FLAG,
+    **FREEZE_FLAG,
 }
 WA_DEFAULTS = {
     "distillation": True,
@@ -64,6 +72,7 @@ WA_DEFAULTS = {
     "weight_clipping": "auto",
     "align_bias": True,
     **REPLAY_FLAG,
+    **FREEZE_FLAG,
 }
 
 
@@ -190,7 +199,7 @@ def test_run_record_holds_the_fully_resolved_config_and_results(
         assert list(other["config"]["strategies"]) == [name]
     assert records["lwf"]["config"]["strategies"]["lwf"] == LWF_DEFAULTS
     assert records["weight_aligning"]["config"]["strategies"]["weight_aligning"] == WA_DEFAULTS
-    assert records["naive"]["config"]["strategies"]["naive"] == REPLAY_FLAG
+    assert records["naive"]["config"]["strategies"]["naive"] == NAIVE_DEFAULTS
 
 
 def test_summary_is_the_reports_own_and_summary_md_holds_the_printed_table(
@@ -331,7 +340,7 @@ def test_set_strategy_hyperparameter(config_file, tmp_path, capsys):
     records = run_blobs(capsys, config_file, tmp_path / "out", options)
     by_name = {record["strategy"]: record for record in records}
     assert by_name["ewc"]["config"]["strategies"]["ewc"] == {**EWC_DEFAULTS, "lambda": 10.0}
-    assert by_name["naive"]["config"]["strategies"] == {"naive": REPLAY_FLAG}
+    assert by_name["naive"]["config"]["strategies"] == {"naive": NAIVE_DEFAULTS}
 
 
 def test_set_through_an_alias_reaches_the_table_spelled_with_the_registry_name(
@@ -389,12 +398,11 @@ def test_list_strategies_shows_hyperparameters_with_defaults(capsys):
     assert "datasets" not in stdout
     blocks = list_blocks(stdout)
     assert set(blocks) == ALL_STRATEGIES
-    replay_flag = [f"{key} = {value!r}" for key, value in REPLAY_FLAG.items()]
+    flags = [f"{key} = {value!r}" for key, value in NAIVE_DEFAULTS.items()]
     expected = {
-        "ewc": ["lambda = 5000.0", "mode = 'separate'", "gamma = 1.0", "ce_scope = 'seen'"]
-        + replay_flag,
+        "ewc": ["lambda = 5000.0", "mode = 'separate'", "gamma = 1.0", "ce_scope = 'seen'"] + flags,
         "lwf": ["alpha = 1.0", "temperature = 2.0", "t_squared = False", "ce_scope = 'new'"]
-        + replay_flag,
+        + flags,
         "weight_aligning": [
             "distillation = True",
             "temperature = 2.0",
@@ -402,13 +410,14 @@ def test_list_strategies_shows_hyperparameters_with_defaults(capsys):
             "weight_clipping = 'auto'",
             "align_bias = True",
         ]
-        + replay_flag,
-        "naive": replay_flag,
+        + flags,
+        "naive": flags,
         "joint": [],
         "ncm": ["metric = 'cosine'", "normalize = False"],
         "slda": ["shrinkage = 0.0001", "covariance = 'streaming'"],
         "ridge": ["method = 'ranpac'", "projection_dim = 2048", "gamma = 0.1"],
-        "replay": ["memory_size = 2000", *replay_flag[1:]],
+        "replay": ["memory_size = 2000", *flags[1:]],
+        "seq_star": ["freeze_old_rows = True", *flags[:-1]],
         "bic": [
             "memory_size = 2000",
             "memory_holdout = 0.1",
@@ -416,7 +425,7 @@ def test_list_strategies_shows_hyperparameters_with_defaults(capsys):
             "t_squared = False",
             "bias_epochs = 200",
             "beta_decay = 0.0",
-            *replay_flag[1:],
+            *flags[1:],
         ],
     }
     for name, settings in expected.items():
@@ -457,16 +466,18 @@ def test_digits_demo_joint_has_the_best_final_accuracy_of_the_gradient_trained(t
     code, _, stderr = run_cli(capsys, "run", "digits_b5_inc1", "--out", out, "--quiet")
     assert code == 0, stderr
     records = read_records(out)
-    assert runs_of(records) == sorted((name, seed) for name in ALL_STRATEGIES for seed in (0, 1, 2))
+    assert runs_of(records) == sorted(
+        (name, seed) for name in DIGITS_STRATEGIES for seed in (0, 1, 2)
+    )
     final = {
         name: np.mean([r["metrics"]["final_accuracy"] for r in records if r["strategy"] == name])
-        for name in ALL_STRATEGIES
+        for name in DIGITS_STRATEGIES
     }
     # Joint bounds what the same SGD budget (10 epochs per experience) reaches; it is no
     # bound for the closed-form heads: SLDA and the ridge head compute their optimum from
     # statistics of all seen data and beat it here (about 98 % and 99 % final accuracy
     # against joint's 91 %), so joint is compared with the gradient-trained strategies only.
-    others = {name: final[name] for name in GRADIENT_TRAINED - {"joint"}}
+    others = {name: final[name] for name in GRADIENT_TRAINED & DIGITS_STRATEGIES - {"joint"}}
     assert final["joint"] > max(others.values()), final
 
 

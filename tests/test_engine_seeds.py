@@ -46,6 +46,10 @@ CASES = [(name, {}, "linear", {}) for name in strategies.list_strategies()] + [
     ("ewc", {"lambda": 5.0}, "cosine", {}),
     ("lwf", {}, "cosine", {}),
     ("bic", {"memory_size": 12}, "cosine", {}),
+    ("seq_star", {}, "cosine", {}),
+    ("seq_star", {}, "linear", {"optimizer": "adam", "lr": 0.01, "weight_decay": 0.01}),
+    ("weight_aligning", {"freeze_old_rows": True}, "linear", {}),  # after_update + hold
+    ("lwf", {"freeze_old_rows": True}, "cosine", {}),
 ]
 SEEDS = [0, 1, 2]
 UNIT_ROUNDOFF = 2.0**-24  # float32
