@@ -242,3 +242,26 @@ def test_a_one_dimensional_toy_follows_the_hand_recursion(name):
         assert head.bias[1].item() == pytest.approx(expected[1], rel=1e-5)
     else:  # naive: decay, momentum and the gradient p_0·x move the old row
         assert head.weight[0].item() != w0 and head.bias[0].item() != b0
+
+
+@pytest.mark.parametrize("head_kind", ["linear", "cosine"])
+@pytest.mark.parametrize(
+    "name, hyperparameters",
+    [("ewc", {}), ("lwf", {"ce_scope": "seen"})],
+    ids=["ewc", "lwf"],
+)
+def test_penalties_on_held_rows_only_leave_seq_star_unchanged(
+    name, hyperparameters, head_kind, blob_tensors, scenario_2_2, training
+):
+    # EWC's penalty reaches only rows that have a Fisher (the old ones) and σ; LwF's
+    # distillation reads only the old classes' logits, which depend on the old rows and σ
+    # alone. With those held, the new rows get cross-entropy's gradient alone (plus exact
+    # zeros), so the run is SEQ*'s bit for bit, though the loss values differ.
+    flagged = {**hyperparameters, "freeze_old_rows": True}
+    result, _, ends = recorded_run(name, flagged, blob_tensors, scenario_2_2, training, head_kind)
+    star, _, star_ends = recorded_run(
+        "seq_star", {}, blob_tensors, scenario_2_2, training, head_kind
+    )
+    assert result.accuracy_matrix == star.accuracy_matrix
+    for key, value in star_ends[-1].items():
+        assert torch.equal(ends[-1][key], value), key
