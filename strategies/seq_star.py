@@ -18,7 +18,8 @@ future classes (`SEQ_preallocated_classifier`: logits of classes not yet seen ta
 in the softmax). The head kind is the run's `[head] kind`: set "cosine" for the paper's
 choice without old data; a linear head is accepted. Their cosine classifier has no scale
 (logits are plain cosines); headbench's learns σ on the first experience and holds it
-afterwards, which changes no prediction (one positive factor on every logit). Their
+afterwards, since it multiplies the old classes' logits too (one positive factor shared
+by every logit never changes a prediction; it sets the softmax's sharpness). Their
 optimizer (AdamW, classifier lr 1e-3) is the run's `[training]` table here. Bias: their
 linear classifier has one (nn.Linear); old biases are held with the rows.
 """
