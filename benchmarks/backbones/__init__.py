@@ -10,6 +10,8 @@ One module per family, all behind the `BACKBONES` registry of `core.py`:
   (optional extra).
 - `base_task.py`: `base-task` trains a network on the first experience's classes only,
   then freezes it; the trained backbone is cached like features.
+- `text.py`: `transformers`, any Hugging Face text encoder (hub id or local directory),
+  mean / cls / pooler pooling, for sentence datasets (optional extra).
 
 `core.py` holds what they share (registry, preprocessing, the runner, the feature cache);
 `checkpoints.py` reads local weight files. Importing this package registers every family.
@@ -17,7 +19,7 @@ One module per family, all behind the `BACKBONES` registry of `core.py`:
 
 # isort: off
 # Each import registers a family; their order is the order of `headbench list backbones`.
-from benchmarks.backbones import identity, torchvision_models, timm_models, base_task
+from benchmarks.backbones import identity, torchvision_models, timm_models, base_task, text
 
 # isort: on
 from benchmarks.backbones.base_task import train_base_task
@@ -53,6 +55,7 @@ __all__ = [
     "identity",
     "register",
     "run_network",
+    "text",
     "timm_models",
     "torchvision_models",
     "train_base_task",

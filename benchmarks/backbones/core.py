@@ -1,10 +1,11 @@
 """The backbone registry and the machinery every family shares.
 
 A backbone family lives in its own module and registers its names with `@register`:
-`identity.py`, `torchvision_models.py`, `timm_models.py`, `base_task.py`. This module
-holds what they share: the `Features` they return, the `BACKBONES` registry, the
-extraction options, preprocessing on the device, the `Runner` that runs a frozen network
-over batches, and `extract_with_cache`, which computes each split once and caches it.
+`identity.py`, `torchvision_models.py`, `timm_models.py`, `base_task.py`, `text.py`. This
+module holds what they share: the `Features` they return, the `BACKBONES` registry, the
+extraction options, preprocessing on the device, the `Runner` that runs a frozen image
+network over batches, and `extract_with_cache`, which computes each split once (with a
+family's `FeatureRecipe`) and caches it.
 
 Every network runs in eval mode with gradients off, so batch-norm statistics never move.
 Extraction works on batches on the device: uint8 pixels are copied from pinned memory
@@ -20,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -55,14 +56,26 @@ class BackboneSpec:
     needs_images: bool = False
     needs_arrays: bool = False  # trains on the images, so they must fit in memory
     validate: Callable[[dict[str, Any], Data], None] | None = None
+    needs_text: bool = False
 
     def check(self, data: Data, options: dict[str, Any] | None = None) -> None:
         """Refuse data and options this backbone cannot take, before anything runs."""
+        if self.needs_images and data.is_text:
+            raise UsageError(
+                f"backbone {self.name!r} needs images; dataset {data.name!r} gives sentences: "
+                "use backbone 'transformers'"
+            )
         if self.needs_images and not data.is_images:
             raise UsageError(
                 f"backbone {self.name!r} needs images (samples, channels, height, width); this "
                 f"dataset gives feature vectors of shape {data.train_inputs.shape}; "
                 "use backbone 'identity'"
+            )
+        if self.needs_text and not data.is_text:
+            kind = "images" if data.is_images else "feature vectors"
+            raise UsageError(
+                f"backbone {self.name!r} encodes sentences; dataset {data.name!r} gives {kind}: "
+                "use an image backbone (resnet18, ...) or 'identity' (headbench list backbones)"
             )
         if self.needs_arrays and not data.in_memory:
             raise UsageError(
@@ -84,10 +97,18 @@ def register(
     needs_images: bool = False,
     needs_arrays: bool = False,
     validate: Callable[[dict[str, Any], Data], None] | None = None,
+    needs_text: bool = False,
 ):
     def decorate(extract_function):
         BACKBONES[name] = BackboneSpec(
-            name, description, options, extract_function, needs_images, needs_arrays, validate
+            name,
+            description,
+            options,
+            extract_function,
+            needs_images,
+            needs_arrays,
+            validate,
+            needs_text,
         )
         return extract_function
 
@@ -337,20 +358,56 @@ def run_network(
 # Extraction through the cache
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """What determines a backbone's features, known before the network is built."""
+Encode = Callable[[Any, int, str], Tensor]  # (inputs, views, description) -> features
+
+
+class FeatureRecipe(Protocol):
+    """What determines a family's features (known before its network is built), and how
+    to compute them: `extract_with_cache` needs nothing else."""
 
     identity: dict[str, Any]  # the network and its weights (JSON), part of every key
+    label: str  # for log lines: "resnet18 (IMAGENET1K_V1)"
+    default_batch: int  # inputs per forward pass when extract_batch_size = 0
+    unit: str  # what the inputs are, for log lines: "images", "sentences"
+
+    def preprocessing_key(self) -> dict[str, Any]:
+        """What turns an input into the network's input (JSON), part of every key."""
+        ...
+
+    def start(self, device: torch.device, batch_size: int, progress: Progress) -> Encode:
+        """Build the frozen network (only on a cache miss) and return what runs it."""
+        ...
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An image backbone's `FeatureRecipe`: a network built by `build`, run by `Runner`."""
+
+    identity: dict[str, Any]
     preprocessing: Preprocessing
     build: Callable[[Progress], nn.Module]  # the frozen network; only on a cache miss
-    label: str  # for log lines: "resnet18 (IMAGENET1K_V1)"
-    default_batch: int  # images per forward pass when extract_batch_size = 0
+    label: str
+    default_batch: int
     channels_last_on_cpu: bool = True  # False keeps the digits demo's features bit for bit
+    unit: str = "images"
+
+    def preprocessing_key(self) -> dict[str, Any]:
+        return self.preprocessing.key()
+
+    def start(self, device: torch.device, batch_size: int, progress: Progress) -> Encode:
+        runner = Runner(
+            self.build(progress),
+            self.preprocessing,
+            device,
+            batch_size,
+            description=self.label,
+            channels_last_on_cpu=self.channels_last_on_cpu,
+        )
+        return lambda inputs, views, label: _compute(runner, inputs, views, label, progress)
 
 
 def _feature_key(
-    recipe: Recipe, data: Data, split: str, options: dict, device: torch.device, views: int
+    recipe: FeatureRecipe, data: Data, split: str, options: dict, device: torch.device, views: int
 ) -> dict[str, Any]:
     return {
         "format": CACHE_FORMAT,
@@ -358,7 +415,7 @@ def _feature_key(
         "dataset": data.fingerprint,
         "split": split,
         "backbone": recipe.identity,
-        "preprocessing": recipe.preprocessing.key(),
+        "preprocessing": recipe.preprocessing_key(),
         "device": device.type,
         "precision": precision_name(device),
         "dtype": options["feature_dtype"],
@@ -382,7 +439,7 @@ def _compute(runner: Runner, inputs: Any, views: int, label: str, progress: Prog
 
 
 def extract_with_cache(
-    recipe: Recipe,
+    recipe: FeatureRecipe,
     options: dict[str, Any],
     data: Data,
     device: torch.device,
@@ -393,7 +450,7 @@ def extract_with_cache(
 
     The network is built (for base-task: loaded or trained) only if a split is missing.
     """
-    views = options["augment_views"]
+    views = options.get("augment_views", 0)  # augmented views exist for images only
     storage = FEATURE_DTYPES[options["feature_dtype"]]
     batch_size = options["extract_batch_size"] or recipe.default_batch
     if device.type == "cuda" and not options["extract_batch_size"]:
@@ -403,7 +460,7 @@ def extract_with_cache(
         splits.append(("val", data.val_inputs, 0))
     if views:
         splits.append((f"train+{views}-views", data.train_inputs, views))
-    runner: Runner | None = None
+    encode: Encode | None = None
     results: dict[str, Tensor] = {}
     provenance: dict[str, Any] = {}
     for split, inputs, count in splits:
@@ -414,18 +471,10 @@ def extract_with_cache(
             (tensors, checksum), source = stored, "cache"
             tensor = tensors["features"]
         else:
-            if runner is None:
-                network = recipe.build(progress)
-                runner = Runner(
-                    network,
-                    recipe.preprocessing,
-                    device,
-                    batch_size,
-                    description=recipe.label,
-                    channels_last_on_cpu=recipe.channels_last_on_cpu,
-                )
+            if encode is None:
+                encode = recipe.start(device, batch_size, progress)
                 started = time.perf_counter()  # extraction only, not building or training
-            tensor = _compute(runner, inputs, count, f"features {split}", progress).to(storage)
+            tensor = encode(inputs, count, f"features {split}").to(storage)
             source = "computed"
         seconds = time.perf_counter() - started
         entry: dict[str, Any] = {"source": source, "seconds": round(seconds, 3)}
@@ -444,7 +493,8 @@ def extract_with_cache(
         else:
             rate = len(inputs) * max(count, 1) / max(seconds, 1e-9)
             message = (
-                f"computed with {recipe.label} on {device} ({seconds:.1f} s, {rate:,.0f} images/s)"
+                f"computed with {recipe.label} on {device} "
+                f"({seconds:.1f} s, {rate:,.0f} {recipe.unit}/s)"
             )
         key_text = f" [{entry['key'][:12]}]" if cache is not None else ""
         progress.log(f"features {split}: {message}{key_text}")
