@@ -289,3 +289,60 @@ def test_image_backbones_refuse_sentences_and_transformers_refuses_images():
     with pytest.raises(UsageError) as error:
         backbones.BACKBONES["transformers"].check(images)
     assert "gives images" in one_line(error)
+
+
+@pytest.fixture
+def text_config(tiny_bert, tmp_path, monkeypatch):
+    """A config whose dataset (registered for the test) gives sentences of 4 classes."""
+    from benchmarks import datasets
+
+    train = sentences(40, seed=10)
+    data = Data(
+        Texts(tuple(train)), np.arange(40) % 4, Texts(tuple(train[:20])), np.arange(20) % 4,
+        ["a", "b", "c", "d"], fingerprint="tiny-text-cli",
+    )  # fmt: skip
+    spec = datasets.DatasetSpec("tiny-text", "sentences for the test", {}, lambda options: data)
+    monkeypatch.setitem(datasets.DATASETS, "tiny-text", spec)
+    config = tmp_path / "text.toml"
+    config.write_text(f"""
+[dataset]
+name = "tiny-text"
+[backbone]
+name = "transformers"
+model = "{tiny_bert}"
+[scenario]
+class_order = "identity"
+initial_classes = 2
+increment = 2
+[training]
+epochs = 1
+seeds = [0]
+[strategies.naive]
+""")
+    return config
+
+
+def test_a_text_run_from_the_command_line_caches_its_features(text_config, tmp_path, capsys):
+    from benchmarks.cli import main
+
+    argv = ["run", str(text_config), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
+    assert main([*argv, "--out", str(tmp_path / "first")]) == 0
+    assert "features train: computed with transformers tiny-bert" in capsys.readouterr().err
+    assert main([*argv, "--out", str(tmp_path / "second")]) == 0
+    assert "features train: from the cache" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("backbone.pooling=max", "backbone.pooling"),
+        ("backbone.name=torchvision", "gives sentences"),
+    ],
+)
+def test_bad_text_configs_exit_2_with_one_line(text_config, tmp_path, capsys, override, named):
+    from benchmarks.cli import main
+
+    argv = ["run", str(text_config), "--out", str(tmp_path / "out"), "--set", override]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert named in error and "\n" not in error and not (tmp_path / "out").exists()
