@@ -327,7 +327,8 @@ def test_a_text_run_from_the_command_line_caches_its_features(text_config, tmp_p
 
     argv = ["run", str(text_config), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]
     assert main([*argv, "--out", str(tmp_path / "first")]) == 0
-    assert "features train: computed with transformers tiny-bert" in capsys.readouterr().err
+    log = capsys.readouterr().err
+    assert "features train: computed with transformers tiny-bert" in log and "sentences/s" in log
     assert main([*argv, "--out", str(tmp_path / "second")]) == 0
     assert "features train: from the cache" in capsys.readouterr().err
 
@@ -346,3 +347,23 @@ def test_bad_text_configs_exit_2_with_one_line(text_config, tmp_path, capsys, ov
     assert main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert named in error and "\n" not in error and not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_is_keyed_by_the_commit_its_revision_resolves_to(tiny_bert, tmp_path, monkeypatch):
+    """A model in the Hugging Face cache (its on-disk layout), read offline by hub id."""
+    import shutil
+
+    import huggingface_hub
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repository = tmp_path / "hub" / "models--test-org--tiny-bert"
+    shutil.copytree(tiny_bert, repository / "snapshots" / commit)
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    identity = text.text_recipe(options("test-org/tiny-bert")).identity
+    assert identity["model"] == "test-org/tiny-bert" and identity["revision"] == commit
+    data = text_data(sentences(5, seed=11), sentences(2, seed=12))
+    by_id = extract("test-org/tiny-bert", data)
+    torch.testing.assert_close(by_id.train, extract(tiny_bert, data).train, atol=0, rtol=0)
