@@ -73,9 +73,9 @@ def test_base_task_backbone_is_frozen_and_its_batch_norm_never_changes():
     assert not any(p.requires_grad for p in network.parameters())
     before = {k: v.clone() for k, v in network.state_dict().items()}
     images = torch.from_numpy(data.train_inputs)
-    first = backbones._extract(network, images)
-    backbones._extract(network, images * 3)  # other statistics: would move train-mode BN
-    second = backbones._extract(network, images)
+    first = backbones.base_task._extract(network, images)
+    backbones.base_task._extract(network, images * 3)  # other statistics: would move train-mode BN
+    second = backbones.base_task._extract(network, images)
     assert torch.equal(first, second)
     for key, value in network.state_dict().items():
         assert torch.equal(value, before[key]), key
@@ -88,7 +88,7 @@ def test_base_task_trains_only_on_the_first_experience_classes(monkeypatch):
     seen = []
     original = torch.nn.functional.cross_entropy
     monkeypatch.setattr(
-        backbones.F,
+        torch.nn.functional,
         "cross_entropy",
         lambda logits, labels: seen.append(labels.clone()) or original(logits, labels),
     )
@@ -167,7 +167,7 @@ def test_device_preprocessing_matches_the_weights_own_transforms():
     images, _ = cifar_images(1, seed=0)
     images = images[:4]
     transform = ResNet18_Weights.IMAGENET1K_V1.transforms()  # resize 256, crop 224, ImageNet
-    preprocessing = backbones._torchvision_recipe(
+    preprocessing = backbones.torchvision_models._torchvision_recipe(
         "resnet18",
         {"weights": "IMAGENET1K_V1", "resize_size": 0, "crop_size": 0},
     ).preprocessing
@@ -321,7 +321,7 @@ def test_image_files_of_different_sizes_are_resized_on_the_device(tmp_path, resn
     features = backbones.extract(options, data, Scenario([0, 1], 2, 1), CPU, Progress(True))
     assert features.train.shape == (5, 512) and features.test.shape == (2, 512)
     # Each image alone (shorter side to 24, centre 16x16) gives the same features.
-    recipe = backbones._torchvision_recipe("resnet18", options)
+    recipe = backbones.torchvision_models._torchvision_recipe("resnet18", options)
     runner = backbones.Runner(recipe.build(Progress(True)), recipe.preprocessing, CPU, batch_size=1)
     for index in range(5):
         alone = runner(data.train_inputs.dataset()[index][None])
