@@ -959,7 +959,8 @@ TEXT_CHECKSUM_OPTION = {
 @_dataset(
     "clinc150",
     "CLINC150 intents (Larson et al., EMNLP 2019): 150 intents x 100 train / 20 val / 30 "
-    "test utterances (variant full); root must hold data_full.json (small, imbalanced)",
+    "test utterances; root must hold data_full.json (variant full; data_small.json, "
+    "data_imbalanced.json for the others)",
     {
         "root": Option("data/clinc150", str, "folder that holds the release's JSON files"),
         "download": Option(True, bool, "download the file when it is missing"),
