@@ -731,12 +731,14 @@ def _download_text(dataset: str, name: str, folder: Path) -> None:
         if digest.hexdigest() != expected:
             raise ValueError(f"the file has SHA-256 {digest.hexdigest()}, expected {expected}")
         os.replace(temporary, folder / name)
-    except Exception as error:  # URLError, OSError, a changed file: nothing half-written
+    except BaseException as error:  # URLError, OSError, a changed file, Ctrl-C
         if temporary is not None:
             temporary.unlink(missing_ok=True)
         for path in reversed(made):
             if path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
+        if not isinstance(error, Exception):
+            raise  # KeyboardInterrupt: cleaned up, and still an interrupt
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UsageError(
             f"{dataset}: {folder / name} is missing and the download failed ({reason}); "

@@ -497,3 +497,17 @@ def test_the_real_banking77_files():
         77,
     )
     assert len(np.unique(data.test_targets)) == 77
+
+
+def test_an_interrupted_download_leaves_nothing_and_stays_an_interrupt(tmp_path, monkeypatch):
+    class Interrupted(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell():
+                raise KeyboardInterrupt
+            return super().read(4)  # a first chunk is written, then Ctrl-C
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Interrupted(b"{}" * 9))
+    root = tmp_path / "data" / "clinc150"
+    with pytest.raises(KeyboardInterrupt):
+        clinc150(root, download=True)
+    assert not (tmp_path / "data").exists()
