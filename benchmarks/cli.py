@@ -116,10 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.2,
-        help="share of each class's training samples held out (default 0.2)",
+        help="share of each class's training samples held out (default 0.2); refused for a "
+        "dataset with its own validation split, which tune then uses",
     )
-    tune.add_argument("--validation-seed", type=int, default=0, help="seed of that split")
+    tune.add_argument("--validation-seed", type=int, help="seed of that held-out split (default 0)")
     tune.add_argument(
         "--criterion", default="final_accuracy", help="metric to optimise (default final_accuracy)"
     )
@@ -271,7 +271,7 @@ def command_tune(args: argparse.Namespace) -> int:
     from reports.metrics import METRICS
     from reports.report import build, selection_note
 
-    if not 0 <= args.validation_seed <= MAX_SEED:
+    if args.validation_seed is not None and not 0 <= args.validation_seed <= MAX_SEED:
         raise UsageError(
             f"--validation-seed {args.validation_seed} is not accepted; give 0..{MAX_SEED}"
         )

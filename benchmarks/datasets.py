@@ -13,11 +13,16 @@ training split.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
+import io
+import json
 import os
 import shutil
 import sys
+import tempfile
+import urllib.request
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -32,6 +37,7 @@ from benchmarks.config import Option
 from benchmarks.errors import UsageError
 
 NPZ_ARRAYS = ("X_train", "y_train", "X_test", "y_test")
+NPZ_VAL_ARRAYS = ("X_val", "y_val")  # optional, both or neither: the dataset's own validation
 
 
 @dataclass(frozen=True)
@@ -149,9 +155,16 @@ def fingerprint(*arrays: np.ndarray) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_labels(source: str, train: np.ndarray, test: np.ndarray, num_classes: int | None) -> int:
+def check_labels(
+    source: str,
+    train: np.ndarray,
+    test: np.ndarray,
+    num_classes: int | None,
+    val: np.ndarray | None = None,
+) -> int:
     """Labels must be integers 0..C-1 and every class must have training samples."""
-    for split, labels in (("y_train", train), ("y_test", test)):
+    splits = [("y_train", train), ("y_test", test)] + ([("y_val", val)] if val is not None else [])
+    for split, labels in splits:
         if labels.ndim != 1:
             raise UsageError(f"{source}: {split} must be 1-D; got shape {labels.shape}")
         if not np.issubdtype(labels.dtype, np.integer):
@@ -166,7 +179,7 @@ def check_labels(source: str, train: np.ndarray, test: np.ndarray, num_classes: 
                     "accepted: integer class ids"
                 )
     num_classes = int(train.max()) + 1 if num_classes is None else num_classes
-    for split, labels in (("y_train", train), ("y_test", test)):
+    for split, labels in splits:
         bad = labels[(labels < 0) | (labels >= num_classes)]
         if bad.size:
             raise UsageError(
@@ -185,7 +198,7 @@ def check_labels(source: str, train: np.ndarray, test: np.ndarray, num_classes: 
 @_dataset(
     "features",
     "bring-your-own frozen features: an .npz with X_train, y_train, X_test, y_test "
-    "(optional class_names)",
+    "(optional class_names; optional X_val, y_val: an own validation split for tune)",
     {"path": Option("", str, "the .npz file (relative to the working directory)")},
 )
 def load_features(options: dict[str, Any]) -> Data:
@@ -198,15 +211,23 @@ def load_features(options: dict[str, Any]) -> Data:
             if missing:
                 raise UsageError(
                     f"{path}: missing arrays {missing}; an .npz needs {list(NPZ_ARRAYS)} "
-                    "(and may have class_names)"
+                    "(and may have class_names, and X_val with y_val)"
                 )
             arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         if isinstance(error, UsageError):
             raise
         raise UsageError(f"dataset.path = {str(path)!r} cannot be read as .npz: {error}") from None
+    present = [name for name in NPZ_VAL_ARRAYS if name in arrays]
+    if len(present) == 1:
+        (absent,) = set(NPZ_VAL_ARRAYS) - set(present)
+        raise UsageError(
+            f"{path}: has {present[0]} but no {absent}; a validation split needs both "
+            f"{list(NPZ_VAL_ARRAYS)} or neither"
+        )
+    splits = ("train", "test", "val") if present else ("train", "test")
     inputs = {}
-    for split in ("train", "test"):
+    for split in splits:
         features, labels = arrays[f"X_{split}"], arrays[f"y_{split}"]
         if features.ndim != 2:
             raise UsageError(
@@ -230,27 +251,35 @@ def load_features(options: dict[str, Any]) -> Data:
                 f"{path}: X_{split} has {int(bad.sum())} NaN/inf values (first in row {row}); "
                 "features must be finite"
             )
-    if inputs["train"].shape[1] != inputs["test"].shape[1]:
-        raise UsageError(
-            f"{path}: X_train has dim {inputs['train'].shape[1]} but X_test has "
-            f"{inputs['test'].shape[1]}; they must be equal"
-        )
+    for split in splits[1:]:
+        if inputs["train"].shape[1] != inputs[split].shape[1]:
+            raise UsageError(
+                f"{path}: X_train has dim {inputs['train'].shape[1]} but X_{split} has "
+                f"{inputs[split].shape[1]}; they must be equal"
+            )
     names = arrays.get("class_names")
     num_classes = check_labels(
-        str(path), arrays["y_train"], arrays["y_test"], None if names is None else len(names)
+        str(path),
+        arrays["y_train"],
+        arrays["y_test"],
+        None if names is None else len(names),
+        arrays.get("y_val"),
     )
     class_names = (
         [str(n) for n in names] if names is not None else [str(c) for c in range(num_classes)]
     )
-    train_targets = arrays["y_train"].astype(np.int64)
-    test_targets = arrays["y_test"].astype(np.int64)
+    targets = {split: arrays[f"y_{split}"].astype(np.int64) for split in splits}
+    # (the fingerprint of a file without a validation split is what it was before X_val)
+    hashed = [array for split in splits for array in (inputs[split], targets[split])]
     return Data(
         inputs["train"],
-        train_targets,
+        targets["train"],
         inputs["test"],
-        test_targets,
+        targets["test"],
         class_names,
-        fingerprint(inputs["train"], train_targets, inputs["test"], test_targets),
+        fingerprint(*hashed),
+        val_inputs=inputs.get("val"),
+        val_targets=targets.get("val"),
     )
 
 
@@ -619,6 +648,407 @@ def load_imagefolder(options: dict[str, Any]) -> Data:
         ),
     ]
     return _file_data("imagefolder", splits, train.classes)
+
+
+# ---------------------------------------------------------------------------------------
+# Text datasets: sentences and intent names, from the published files or a user's own
+
+CLINC150_URL = (
+    "https://raw.githubusercontent.com/clinc/oos-eval/"
+    "828f8093932c8fe6ca7936c3d2e52903b1c523de/data/{}"
+)
+BANKING77_URL = (
+    "https://raw.githubusercontent.com/PolyAI-LDN/task-specific-datasets/"
+    "57ec275d8078af65b7731c2a98be812d844a6d6b/banking_data/{}"
+)
+# The SHA-256 of each published file at the pinned commit: dataset -> file -> digest.
+TEXT_SHA256: dict[str, dict[str, str]] = {
+    "clinc150": {
+        "data_full.json": "36923c3705a59e08fe9c3883d8bc2dd966ef93e22cb78ac41171782a698d56e0",
+        "data_small.json": "050e17476e6b4fa88f8518edaf09921c8f5e3a86dc8b63615361102a20b2ac01",
+        "data_imbalanced.json": "4886730b20c51eece26aa392ecae2717bfe9908680419e96255351c6148eb4cc",
+    },
+    "banking77": {
+        "train.csv": "b06e26ac675513959a63135f11b94ea7786ed02da65db93a5650d8838cbc664b",
+        "test.csv": "d12d6e3bc4c3103966ae786dc435913c0c563dfa328f5a3646d0e62cfeeb474d",
+    },
+}
+TEXT_URLS = {"clinc150": CLINC150_URL, "banking77": BANKING77_URL}
+TEXT_DATASETS = ("clinc150", "banking77", "text")  # parsed as text: nothing is unpickled
+CLINC150_VARIANTS = {
+    "full": "data_full.json",
+    "small": "data_small.json",
+    "imbalanced": "data_imbalanced.json",
+}
+TEXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}
+OUT_OF_SCOPE = "oos"  # CLINC150's intent name for out-of-scope queries
+
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _where_text(dataset: str, name: str, folder: Path) -> str:
+    return (
+        f"download {TEXT_URLS[dataset].format(name)} into {folder}, or set dataset.root to "
+        "the folder that holds it"
+    )
+
+
+def check_sha256(path: Path, expected: str, dataset: str) -> None:
+    """Refuse a file whose SHA-256 differs from the published one, naming both digests."""
+    actual = file_sha256(path)
+    if actual != expected:
+        raise UsageError(
+            f"{dataset}: {path} has SHA-256 {actual}, expected {expected} (the published "
+            f"file); {_where_text(dataset, path.name, path.parent)}, or set "
+            "dataset.verify_checksums = false for an edited copy"
+        )
+
+
+def _download_text(dataset: str, name: str, folder: Path) -> None:
+    """Fetch one published file into `folder` through a temporary file there, check its
+    SHA-256 (always: the URL is pinned to a commit), then rename it into place. On any
+    failure nothing is left: not the temporary file, nor a folder made for it."""
+    url, expected = TEXT_URLS[dataset].format(name), TEXT_SHA256[dataset][name]
+    made = [path for path in (*reversed(folder.parents), folder) if not path.exists()]
+    temporary = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            dir=folder, prefix=f".{name}.", suffix=".part", delete=False
+        ) as handle:
+            temporary = Path(handle.name)
+            digest = hashlib.sha256()
+            with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 (https)
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    handle.write(chunk)
+        if digest.hexdigest() != expected:
+            raise ValueError(f"the file has SHA-256 {digest.hexdigest()}, expected {expected}")
+        os.replace(temporary, folder / name)
+    except BaseException as error:  # URLError, OSError, a changed file, Ctrl-C
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        for path in reversed(made):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        if not isinstance(error, Exception):
+            raise  # KeyboardInterrupt: cleaned up, and still an interrupt
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(
+            f"{dataset}: {folder / name} is missing and the download failed ({reason}); "
+            f"{_where_text(dataset, name, folder)}"
+        ) from None
+
+
+def _published_files(dataset: str, options: dict[str, Any], names: Sequence[str]) -> list[Path]:
+    """The dataset's files under `root`: downloaded when missing (`download`), their
+    SHA-256 checked on every load (`verify_checksums`; they are small)."""
+    folder = Path(options["root"]).expanduser()
+    paths = []
+    for name in names:
+        path = folder / name
+        if not path.is_file():
+            if not options["download"]:
+                raise UsageError(
+                    f"{dataset}: {path} not found (dataset.download = false); "
+                    f"{_where_text(dataset, name, folder)}"
+                )
+            _download_text(dataset, name, folder)
+        elif options["verify_checksums"]:
+            check_sha256(path, TEXT_SHA256[dataset][name], dataset)
+        paths.append(path)
+    return paths
+
+
+def _decoded(path: Path) -> str:
+    """The file's text as UTF-8 (a byte-order mark is dropped); one line if it is not."""
+    try:
+        payload = path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"{path} cannot be read: {error.strerror or error}") from None
+    try:
+        return payload.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = payload[: error.start].count(b"\n") + 1
+        raise UsageError(
+            f"{path}: line {line} is not UTF-8 (byte 0x{payload[error.start]:02x} at offset "
+            f"{error.start}); save the file as UTF-8"
+        ) from None
+
+
+@dataclass(frozen=True)
+class TextSplit:
+    """One split as read: its sentences, their label names, and where each came from."""
+
+    texts: list[str]
+    labels: list[str]
+    places: list[str]  # "line 12" or "train[3]", for messages
+
+
+def _checked_sample(text: Any, label: Any, where: str, text_name: str, label_name: str):
+    if isinstance(label, int) and not isinstance(label, bool):
+        label = str(label)
+    if not isinstance(text, str):
+        raise UsageError(f"{where}: {text_name} is {text!r}; expected a string")
+    if not isinstance(label, str):
+        raise UsageError(f"{where}: {label_name} is {label!r}; expected a string or an integer")
+    if not text.strip():
+        raise UsageError(f"{where}: empty text in {text_name}; every sample needs a sentence")
+    if not label.strip():
+        raise UsageError(f"{where}: empty label in {label_name}; every sample needs a class")
+    return text, label
+
+
+def read_delimited(path: Path, delimiter: str, text_column: str, label_column: str) -> TextSplit:
+    """A CSV or TSV file with a header row (RFC 4180 quoting; blank lines skipped)."""
+    reader = csv.reader(io.StringIO(_decoded(path), newline=""), delimiter=delimiter, strict=True)
+    split = TextSplit([], [], [])
+    try:
+        header = next(reader, None)
+        if not header:
+            raise UsageError(f"{path}: no header row; the first line must name the columns")
+        for column, option in ((text_column, "text_column"), (label_column, "label_column")):
+            if column not in header:
+                raise UsageError(
+                    f"{path}: no column {column!r} (dataset.{option}); the file has columns "
+                    f"{header}"
+                )
+        text_index, label_index = header.index(text_column), header.index(label_column)
+        for row in reader:
+            if not row:
+                continue
+            where = f"{path}: line {reader.line_num}"
+            if len(row) != len(header):
+                raise UsageError(
+                    f"{where} has {len(row)} fields, the header {len(header)} ({header}); "
+                    "quote fields that hold the delimiter"
+                )
+            text, label = _checked_sample(
+                row[text_index], row[label_index], where, repr(text_column), repr(label_column)
+            )
+            split.texts.append(text)
+            split.labels.append(label)
+            split.places.append(where)
+    except csv.Error as error:
+        raise UsageError(f"{path}: line {reader.line_num} is not valid CSV ({error})") from None
+    return split
+
+
+def read_jsonl(path: Path, text_column: str, label_column: str) -> TextSplit:
+    """JSON Lines: one object per line holding the text and label keys (blank lines skipped)."""
+    split = TextSplit([], [], [])
+    for number, line in enumerate(_decoded(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {number}"
+        try:
+            sample = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{where} is not JSON ({error.msg} at column {error.colno})") from None
+        if not isinstance(sample, dict):
+            raise UsageError(f"{where} is {type(sample).__name__}; expected a JSON object")
+        for column, option in ((text_column, "text_column"), (label_column, "label_column")):
+            if column not in sample:
+                raise UsageError(
+                    f"{where} has no key {column!r} (dataset.{option}); it has keys {list(sample)}"
+                )
+        text, label = _checked_sample(
+            sample[text_column], sample[label_column], where, repr(text_column),
+            repr(label_column),
+        )  # fmt: skip
+        split.texts.append(text)
+        split.labels.append(label)
+        split.places.append(where)
+    return split
+
+
+def read_clinc150(path: Path, include_oos: bool) -> dict[str, TextSplit]:
+    """CLINC150's JSON: {split: [[text, intent], ...]} for train, val, test and oos_*."""
+    try:
+        content = json.loads(_decoded(path))
+    except json.JSONDecodeError as error:
+        raise UsageError(
+            f"{path}: line {error.lineno} is not JSON ({error.msg} at column {error.colno})"
+        ) from None
+    keys = list(content) if isinstance(content, dict) else []
+    wanted = ["train", "val", "test"]
+    if include_oos:
+        wanted += [f"oos_{split}" for split in ("train", "val", "test")]
+    lacking = [key for key in wanted if key not in keys]
+    if not isinstance(content, dict) or lacking:
+        fix = (
+            "; set dataset.include_oos = false" if include_oos and lacking[0][:4] == "oos_" else ""
+        )
+        raise UsageError(
+            f"clinc150: {path} has no split {lacking[0]!r} (its keys: {keys}); expected "
+            f"{wanted}{fix}"
+        )
+    splits = {}
+    for split in ("train", "val", "test"):
+        read = TextSplit([], [], [])
+        for key in [split, f"oos_{split}"] if include_oos else [split]:
+            entries = content[key]
+            if not isinstance(entries, list):
+                raise UsageError(f"clinc150: {path}: {key} is not a list of [text, intent]")
+            for index, entry in enumerate(entries):
+                where = f"{path}: {key}[{index}]"
+                if not (isinstance(entry, list) and len(entry) == 2):
+                    raise UsageError(f"{where} is {entry!r:.80}; expected [text, intent]")
+                text, label = _checked_sample(entry[0], entry[1], where, "the text", "the intent")
+                read.texts.append(text)
+                read.labels.append(label)
+                read.places.append(where)
+        splits[split] = read
+    return splits
+
+
+def text_data(name: str, splits: dict[str, TextSplit]) -> Data:
+    """Data from sentences and label names: ids by sorted name (numerically when every
+    name is an integer), every class in the training split; the fingerprint covers the
+    texts and labels of every split."""
+    for split, read in splits.items():
+        if not read.texts:
+            raise UsageError(f"{name}: the {split} split has no samples")
+    train = splits["train"]
+    names = sorted(set(train.labels))
+    if all(label.lstrip("-").isdecimal() for label in names):
+        names.sort(key=int)
+    ids = {label: index for index, label in enumerate(names)}
+    for split, read in splits.items():
+        for label, where in zip(read.labels, read.places, strict=True):
+            if label not in ids:
+                raise UsageError(
+                    f"{name}: {where}: class {label!r} has no training samples; every "
+                    f"{split} class must be in the training split"
+                )
+    targets = {
+        split: np.array([ids[label] for label in read.labels], dtype=np.int64)
+        for split, read in splits.items()
+    }
+    digest = hashlib.sha256(json.dumps(names).encode())
+    for split, read in splits.items():
+        digest.update(f"{split}:{len(read.texts)}\n".encode())
+        for text in read.texts:
+            encoded = text.encode()
+            digest.update(f"{len(encoded)}:".encode() + encoded)
+        digest.update(fingerprint(targets[split]).encode())
+    val = splits.get("val")
+    return Data(
+        Texts(tuple(train.texts)),
+        targets["train"],
+        Texts(tuple(splits["test"].texts)),
+        targets["test"],
+        names,
+        digest.hexdigest()[:16],
+        val_inputs=None if val is None else Texts(tuple(val.texts)),
+        val_targets=targets.get("val"),
+    )
+
+
+TEXT_CHECKSUM_OPTION = {
+    "verify_checksums": Option(
+        True, bool, "check the published SHA-256s on every load (false for an edited copy)"
+    ),
+}
+
+
+@_dataset(
+    "clinc150",
+    "CLINC150 intents (Larson et al., EMNLP 2019): 150 intents x 100 train / 20 val / 30 "
+    "test utterances; root must hold data_full.json (variant full; data_small.json, "
+    "data_imbalanced.json for the others)",
+    {
+        "root": Option("data/clinc150", str, "folder that holds the release's JSON files"),
+        "download": Option(True, bool, "download the file when it is missing"),
+        **TEXT_CHECKSUM_OPTION,
+        "variant": Option(
+            "full", str, "the release's training set: data_VARIANT.json",
+            choices=tuple(CLINC150_VARIANTS),
+        ),
+        "include_oos": Option(
+            False, bool, 'out-of-scope queries as one more class "oos" (not class-incremental '
+            "practice)",
+        ),
+    },
+)  # fmt: skip
+def load_clinc150(options: dict[str, Any]) -> Data:
+    variant = options["variant"]
+    if variant not in CLINC150_VARIANTS:  # the config checks it too; a direct call may not
+        raise UsageError(
+            f"dataset.variant = {variant!r} is not accepted; use one of {list(CLINC150_VARIANTS)}"
+        )
+    (path,) = _published_files("clinc150", options, [CLINC150_VARIANTS[variant]])
+    return text_data("clinc150", read_clinc150(path, options["include_oos"]))
+
+
+@_dataset(
+    "banking77",
+    "BANKING77 intents (Casanueva et al., 2020): 10,003 train / 3,080 test utterances, 77 "
+    "intents; root must hold train.csv and test.csv",
+    {
+        "root": Option("data/banking77", str, "folder that holds train.csv and test.csv"),
+        "download": Option(True, bool, "download the files when they are missing"),
+        **TEXT_CHECKSUM_OPTION,
+    },
+)
+def load_banking77(options: dict[str, Any]) -> Data:
+    paths = _published_files("banking77", options, ["train.csv", "test.csv"])
+    splits = [read_delimited(path, ",", "text", "category") for path in paths]
+    return text_data("banking77", dict(zip(("train", "test"), splits, strict=True)))
+
+
+@_dataset(
+    "text",
+    "your own sentences: CSV, TSV or JSON Lines files for train, test and optionally val, "
+    "one sample a row with a text and a label column",
+    {
+        "root": Option("", str, "folder the file paths are relative to (empty: the working "
+                       "directory)"),
+        "train": Option("", str, "the training file (.csv, .tsv or .jsonl)"),
+        "test": Option("", str, "the test file"),
+        "val": Option("", str, "a validation file for headbench tune (empty: none)"),
+        "format": Option(
+            "auto", str, "the files' format; auto: from the suffix",
+            choices=("auto", "csv", "tsv", "jsonl"),
+        ),
+        "text_column": Option("text", str, "the column (JSON key) holding the sentence"),
+        "label_column": Option("label", str, "the column (JSON key) holding the class name"),
+    },
+)  # fmt: skip
+def load_text(options: dict[str, Any]) -> Data:
+    if not options["train"] or not options["test"]:
+        raise UsageError(
+            'dataset "text" needs dataset.train = "train.csv" and dataset.test = "test.csv" '
+            "(.csv, .tsv or .jsonl)"
+        )
+    root = Path(options["root"]).expanduser()
+    splits = {}
+    for split in ("train", "test", "val"):
+        if not options[split]:
+            continue
+        path = root / Path(options[split]).expanduser()  # an absolute path stays itself
+        if not path.is_file():
+            raise UsageError(f"text: dataset.{split} = {str(path)!r} is not a file")
+        kind = options["format"]
+        if kind == "auto":
+            kind = TEXT_FORMATS.get(path.suffix.lower())
+            if kind is None:
+                raise UsageError(
+                    f"text: cannot tell the format of {path} from its suffix; name it .csv, "
+                    ".tsv or .jsonl, or set dataset.format"
+                )
+        columns = options["text_column"], options["label_column"]
+        if kind == "jsonl":
+            splits[split] = read_jsonl(path, *columns)
+        else:
+            splits[split] = read_delimited(path, "\t" if kind == "tsv" else ",", *columns)
+    return text_data("text", splits)
 
 
 @_dataset(

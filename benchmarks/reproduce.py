@@ -25,6 +25,7 @@ from typing import Any
 
 import strategies
 from benchmarks import run
+from benchmarks.datasets import TEXT_DATASETS
 from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
 from reports.records import ReportError, RunRecord
@@ -56,7 +57,8 @@ def code_fields(record: dict[str, Any]) -> list[tuple[str, str]]:
       imported and called with `config.dataset.arguments`; any callable, `os:system` too.
     - `config.dataset.verify_checksums = false`: torchvision's CIFAR loaders unpickle
       the dataset files, and only the MD5 check stands between a crafted file and its
-      code running.
+      code running (not for the text datasets, `TEXT_DATASETS`: their files are parsed
+      as JSON or CSV, never unpickled).
     Everything else a record names is looked up, never imported: strategies and
     backbones by registry name (an unknown name is refused), datasets by name, and
     checkpoints are read with `torch.load(weights_only=True)` or safetensors.
@@ -73,7 +75,7 @@ def code_fields(record: dict[str, Any]) -> list[tuple[str, str]]:
                 "names code to import and call",
             )
         )
-    if dataset.get("verify_checksums") is False:
+    if dataset.get("verify_checksums") is False and dataset.get("name") not in TEXT_DATASETS:
         found.append(
             (
                 "config.dataset.verify_checksums = false",

@@ -238,6 +238,7 @@ class Prepared:
     fingerprint: str  # of the features
     seconds: float  # to compute or load them
     environment: dict[str, Any]
+    val_targets: Tensor | None = None  # (val,) the dataset's own validation split, if any
 
 
 def deterministic() -> None:
@@ -263,9 +264,10 @@ def prepare(plan: Plan, progress: Progress) -> Prepared:
     cache = Cache(plan.cache_dir, progress.log) if plan.cache_dir is not None else None
     features = backbones.extract(plan.config["backbone"], data, scenario, device, progress, cache)
     seconds = time.perf_counter() - started
-    fingerprint = _hash(
-        [datasets.fingerprint(f.cpu().numpy()) for f in (features.train, features.test)]
-    )[:16]
+    splits = [features.train, features.test]
+    if features.val is not None:  # (without one, the fingerprint is what it always was)
+        splits.append(features.val)
+    fingerprint = _hash([datasets.fingerprint(f.cpu().numpy()) for f in splits])[:16]
     progress.log(
         f"features: backbone {plan.config['backbone']['name']} (dim {features.train.shape[1]}, "
         f"{seconds:.1f} s, on {device}); reused by every run"
@@ -277,6 +279,9 @@ def prepare(plan: Plan, progress: Progress) -> Prepared:
         fingerprint,
         seconds,
         environment(device),
+        None
+        if data.val_targets is None
+        else torch.from_numpy(scenario.remap(data.val_targets)).to(device),
     )
 
 

@@ -1,8 +1,11 @@
 """`headbench tune`: choose hyperparameters on a validation split, then test the choice.
 
 Tuning on the test set is the field's most common sin. Here every grid point is scored
-on a validation split held out from the training data (a stratified fraction of each
-class, fixed by its own seed), optionally on the first k experiences only (the protocol of
+on a validation split: the dataset's own when it has one (CLINC150's `val`, a `text`
+dataset's `val` file, an .npz's X_val/y_val; the whole training split then trains), else
+one held out from the training data (a stratified fraction of each class, fixed by its
+own seed; `--validation-fraction` and `--validation-seed` are refused with an own split,
+which they would not change), optionally on the first k experiences only (the protocol of
 Chaudhry et al., "Efficient Lifelong Learning with A-GEM", ICLR 2019: tune on the first
 tasks, then evaluate on the whole stream), averaged over the seeds. The best point by
 the criterion (ties: the first in grid order) then runs on the test split over the same
@@ -16,7 +19,7 @@ classes during its training, as it has seen every training sample.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +28,22 @@ import torch
 
 import strategies
 from benchmarks import engine, run, store, sweep
+from benchmarks.datasets import Data
 from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
 from benchmarks.scenario import Scenario
 from reports.metrics import METRICS, all_metrics
 
+DEFAULT_FRACTION = 0.2
+DEFAULT_SPLIT_SEED = 0
+
 
 @dataclass(frozen=True)
 class Protocol:
-    fraction: float  # of each class's training samples held out for validation
-    split_seed: int
+    # Of each class's training samples held out for validation; None: the dataset's own
+    # validation split when it has one, else DEFAULT_FRACTION.
+    fraction: float | None
+    split_seed: int | None  # of that held-out split; None: DEFAULT_SPLIT_SEED
     criterion: str  # a METRICS key
     first_experiences: int | None  # tune on the first k experiences only
 
@@ -51,8 +60,35 @@ def validation_split(targets: np.ndarray, fraction: float, seed: int) -> np.ndar
     return held_out
 
 
+def resolve_protocol(protocol: Protocol, data: Data) -> Protocol:
+    """The protocol with its split settled: the dataset's own validation split (fraction and
+    seed None) or a held-out one (the defaults filled in). Giving a fraction or a seed for
+    a dataset with its own split is refused: they would silently change nothing."""
+    if data.val_targets is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--validation-fraction", protocol.fraction),
+                ("--validation-seed", protocol.split_seed),
+            )
+            if value is not None
+        ]
+        if given:
+            raise UsageError(
+                f"{given[0]} is not accepted: dataset {data.name!r} has its own validation "
+                f"split ({len(data.val_targets)} samples), which tune scores on; leave out "
+                "--validation-fraction and --validation-seed"
+            )
+        return protocol
+    return replace(
+        protocol,
+        fraction=DEFAULT_FRACTION if protocol.fraction is None else protocol.fraction,
+        split_seed=DEFAULT_SPLIT_SEED if protocol.split_seed is None else protocol.split_seed,
+    )
+
+
 def _check(protocol: Protocol, num_experiences: int) -> None:
-    if not 0 < protocol.fraction < 1:
+    if protocol.fraction is not None and not 0 < protocol.fraction < 1:
         raise UsageError(
             f"--validation-fraction {protocol.fraction} is not accepted; use a value in (0, 1)"
         )
@@ -69,27 +105,31 @@ def _check(protocol: Protocol, num_experiences: int) -> None:
 
 
 def score(plan: run.Plan, prepared: run.Prepared, protocol: Protocol) -> dict[str, float]:
-    """The criterion on the validation split for each seed, keyed by seed."""
-    targets = prepared.train_targets.cpu().numpy()
-    held_out = torch.from_numpy(validation_split(targets, protocol.fraction, protocol.split_seed))
+    """The criterion on the validation split for each seed, keyed by seed: the dataset's
+    own (`protocol.fraction` None) or one held out of the training split."""
     scenario = plan.scenario
     num_experiences = protocol.first_experiences or scenario.num_experiences
     num_classes = scenario.boundaries[num_experiences]
-    kept = prepared.train_targets.cpu() < num_classes
-    train, valid = kept & ~held_out, kept & held_out
-    device = prepared.features.train.device
-    train, valid = train.to(device), valid.to(device)
-    features, all_targets = prepared.features.train, prepared.train_targets
     truncated = Scenario(list(range(num_classes)), scenario.initial_classes, scenario.increment)
+    features, all_targets = prepared.features.train, prepared.train_targets
+    kept = all_targets < num_classes  # (train,)
+    if protocol.fraction is None:
+        val_features, val_targets = own_validation(plan, prepared, truncated)
+    else:
+        targets = all_targets.cpu().numpy()
+        held_out = validation_split(targets, protocol.fraction, protocol.split_seed)
+        held_out = torch.from_numpy(held_out).to(kept.device)
+        val_features, val_targets = features[kept & held_out], all_targets[kept & held_out]
+        kept = kept & ~held_out
     (name,) = plan.config["strategies"]
     scores = {}
     for seed in plan.config["training"]["seeds"]:
         result = engine.run(
             strategies.create(name, plan.config["strategies"][name]),
-            features[train],
-            all_targets[train],
-            features[valid],
-            all_targets[valid],
+            features[kept],
+            all_targets[kept],
+            val_features,
+            val_targets,
             truncated,
             plan.config["training"],
             plan.config["head"]["bias"],
@@ -100,6 +140,37 @@ def score(plan: run.Plan, prepared: run.Prepared, protocol: Protocol) -> dict[st
             protocol.criterion
         ]
     return scores
+
+
+def check_own_validation(plan: run.Plan, protocol: Protocol) -> None:
+    """Every scored experience needs samples in the dataset's own validation split."""
+    scenario = plan.scenario
+    num_experiences = protocol.first_experiences or scenario.num_experiences
+    targets = scenario.remap(plan.data.val_targets)  # (val,) arrival-order ids
+    targets = targets[targets < scenario.boundaries[num_experiences]]
+    experience = np.searchsorted(scenario.boundaries, targets, "right") - 1
+    counts = np.bincount(experience, minlength=num_experiences).tolist()
+    if 0 in counts:
+        empty = counts.index(0)
+        raise UsageError(
+            f"dataset {plan.data.name!r}: its validation split has no samples of experience "
+            f"{empty + 1} (classes {scenario.original_classes(empty)[:10]}); every scored "
+            "experience needs validation samples"
+        )
+
+
+def own_validation(
+    plan: run.Plan, prepared: run.Prepared, truncated: Scenario
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dataset's validation features and arrival-order targets of the scored classes."""
+    features, targets = prepared.features.val, prepared.val_targets
+    if features is None or targets is None:
+        raise UsageError(
+            f"dataset {plan.data.name!r} has a validation split but backbone "
+            f"{plan.config['backbone']['name']!r} gave no features for it"
+        )
+    kept = targets < truncated.num_classes  # (val,)
+    return features[kept], targets[kept]
 
 
 def tune(
@@ -126,7 +197,10 @@ def tune(
         )
         for point in points
     ]
+    protocol = resolve_protocol(protocol, plans[0].data)
     _check(protocol, plans[0].scenario.num_experiences)
+    if protocol.fraction is None:
+        check_own_validation(plans[0], protocol)
     out = Path(settings.out)
     store.prepare_out(out)
     prepared = run.prepare(plans[0], progress)  # the grid varies the strategy and training
@@ -150,9 +224,13 @@ def tune(
     plan = plans[points.index(chosen)]
     if run.features_key(plan) != run.features_key(plans[0]):
         prepared = run.prepare(plan, progress)
+    own = protocol.fraction is None
     selection = {
-        "method": "grid search on a validation split of the training data",
-        "validation_fraction": protocol.fraction,
+        "method": "grid search on the dataset's own validation split"
+        if own
+        else "grid search on a validation split of the training data",
+        "validation_split": "dataset" if own else "held_out",
+        "validation_fraction": protocol.fraction,  # null: the dataset's own split
         "validation_seed": protocol.split_seed,
         "criterion": protocol.criterion,
         "first_experiences": protocol.first_experiences,

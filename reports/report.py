@@ -121,11 +121,16 @@ def selection_note(selection: dict) -> str:
         if selection.get("first_experiences")
         else "all experiences"
     )
+    if selection.get("validation_split") == "dataset":
+        split = "the dataset's own validation split ("
+    else:
+        split = (
+            f"a validation split of {100 * selection['validation_fraction']:g}% of the "
+            f"training data (split seed {selection['validation_seed']}, "
+        )
     return (
-        f"{selection['chosen']} chosen by {selection['criterion']} on a validation split of "
-        f"{100 * selection['validation_fraction']:g}% of the training data (split seed "
-        f"{selection['validation_seed']}, {scope}, mean over seeds {selection['seeds']}), "
-        "not on the test set"
+        f"{selection['chosen']} chosen by {selection['criterion']} on {split}{scope}, mean "
+        f"over seeds {selection['seeds']}), not on the test set"
     )
 
 
