@@ -145,9 +145,10 @@ def _check_grid_keys(point: tuple[str, ...], name: str) -> None:
     for setting in point:
         key = setting.partition("=")[0]
         parts = key.split(".")
-        if parts[0] == "strategies" and strategies.canonical_name(parts[1]) != name:
+        other = strategies.canonical_name(parts[1]) if parts[0] == "strategies" else name
+        if other != name:
             raise UsageError(
-                f"--grid {key} sets a hyperparameter of {parts[1]!r}, but tune runs only "
+                f"--grid {key} sets a hyperparameter of {other!r}, but tune runs only "
                 f"{name!r}; accepted: strategies.{name}.KEY or keys of [training], [head]"
             )
 
