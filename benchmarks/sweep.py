@@ -184,13 +184,13 @@ def run_job(job: Job, settings: Settings, features: run.Prepared | None = None) 
                 },
             )
             return job.run_id, f"failed: {type(error).__name__}: {error}"
-        store.write_record(out / "runs", record)  # atomic; a full disk is a UsageError
         try:
+            store.write_record(out / "runs", record)  # atomic: no partial record is left
             store.clear_failure(out, job.run_id)
-        except OSError as error:
+        except OSError as error:  # store.atomic_write names the file itself
             raise UsageError(
-                f"cannot remove {store.failure_path(out, job.run_id)}: {error.strerror}; "
-                "the run is recorded, remove the file by hand"
+                f"cannot write the record of {job.run_id} into {out / 'runs'}: "
+                f"{error.strerror or error}; free space or give a writable --out"
             ) from None
         return job.run_id, "done"
     finally:
