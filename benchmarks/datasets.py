@@ -201,7 +201,8 @@ def check_npz_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 f"{path}: {name} has shape {array.shape} (features of dimension 0); "
                 "accepted: at least one feature per sample"
             )
-        if name[0] == "X" and np.issubdtype(array.dtype, np.floating):
+        wider = np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize > 4
+        if name[0] == "X" and wider:  # float64 and longer: values float32 cannot hold
             beyond = np.isfinite(array) & (np.abs(array) > largest)
             if beyond.any():
                 row, column = (int(i) for i in np.argwhere(beyond)[0])

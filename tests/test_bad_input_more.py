@@ -136,8 +136,10 @@ def test_npz_that_cannot_fit_or_was_cast_silently(case, tmp_path, capsys):
 
 
 def test_control_float64_features_and_the_largest_label_run(tmp_path, capsys):
-    # float64 within float32's range, and 6 classes from 30 rows: accepted as before.
-    payload = as_dtype("X_train", np.float64)
+    # float64 within float32's range, float16, and 6 classes from 30 rows: accepted as before.
+    payload = replaced(
+        X_train=arrays()["X_train"].astype(np.float64), X_test=arrays()["X_test"].astype(np.float16)
+    )
     no_warnings_while(assert_runs, capsys, ["run", bench(tmp_path, payload), *FAST], tmp_path / "o")
 
 
