@@ -37,9 +37,7 @@ def atomic_write(path: Path, text: str) -> None:
     try:
         atomic_write_bytes(path, text.encode("utf-8"))
     except OSError as error:
-        raise UsageError(
-            f"cannot write {path}: {error.strerror or error}; free space or give a writable --out"
-        ) from None
+        raise _unwritable(path, error) from None
 
 
 def prepare_out(out: Path) -> Path:
@@ -150,9 +148,9 @@ def claim(out: Path, run_id: str, retry_failed: bool = False) -> Claim | None:
 
 
 def _unwritable(path: Path, error: OSError) -> UsageError:
-    return UsageError(
-        f"cannot write {path}: {error.strerror or error}; free space or give a writable --out"
-    )
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+    hint = "free space or give a writable --out" if full else "give a writable --out"
+    return UsageError(f"cannot write {path}: {error.strerror or error}; {hint}")
 
 
 def _unlink_if_held(path: Path, descriptor: int) -> bool:

@@ -528,3 +528,18 @@ def test_figure_labels_keep_the_dollar_signs():
         text = figure.text(0, 0, r"naive$\frac{$")
     assert text._parse_math is False  # drawn as the characters given, never parsed
     assert text.get_text() == r"naive$\frac{$"
+
+
+def test_a_summary_that_is_a_folder_is_one_line_naming_it(tmp_path, capsys):
+    config = bench(tmp_path, arrays())
+    out = tmp_path / "out"
+    (out / "summary.md").mkdir(parents=True)
+    code = call([str(a) for a in ["run", config, *FAST, "--quiet", "--out", out]])
+    captured = capsys.readouterr()
+    assert (code, captured.out) == (2, "")
+    assert captured.err == (
+        f"headbench: error: cannot write {out / 'summary.md'}: Is a directory; give a "
+        "writable --out\n"
+    )
+    assert len(list((out / "runs").glob("*.json"))) == 1  # the record is whole and kept
+    assert not list(out.rglob("*.tmp"))
