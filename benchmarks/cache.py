@@ -161,7 +161,6 @@ class Cache:
             "checksum": checksum,
             "tensors": stored,
         }
-        atomic_write_with(path, lambda stream: torch.save(entry, stream))
         sidecar = {
             "key": key,
             "checksum": checksum,
@@ -169,7 +168,15 @@ class Cache:
             "created": time.time(),
         }
         text = json.dumps(sidecar, indent=1, sort_keys=True).encode()
-        atomic_write_with(path.with_suffix(".json"), lambda stream: stream.write(text))
+        try:
+            atomic_write_with(path, lambda stream: torch.save(entry, stream))
+            atomic_write_with(path.with_suffix(".json"), lambda stream: stream.write(text))
+        except OSError as error:  # a full disk: no entry without its sidecar is left
+            self.remove(path)
+            raise UsageError(
+                f"feature cache: cannot write {path}: {error.strerror or error}; free space, "
+                f"give another --cache-dir or run with --no-cache"
+            ) from None
         return path.stem, checksum
 
     @staticmethod

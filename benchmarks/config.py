@@ -31,6 +31,8 @@ class Option:
     meaning: str
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
+    maximum: float | None = None
+    exclusive: tuple[bool, bool] = (False, False)  # (minimum, maximum) excluded
 
     def check(self, key: str, value: Any) -> Any:
         kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
@@ -43,10 +45,27 @@ class Option:
             raise UsageError(f"{key} = {value!r} is not accepted; expected a finite number")
         if self.choices and value not in self.choices:
             raise UsageError(f"{key} = {value!r} is not accepted; use one of {list(self.choices)}")
-        if self.minimum is not None and isinstance(value, (int, float)) and value < self.minimum:
-            raise UsageError(f"{key} = {value!r} is not accepted; must be >= {self.minimum}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high = self.minimum, self.maximum
+            below = low is not None and (value <= low if self.exclusive[0] else value < low)
+            above = high is not None and (value >= high if self.exclusive[1] else value > high)
+            if below or above:
+                raise UsageError(f"{key} = {value!r} is not accepted; {self.accepted_range()}")
         return value
 
+    def accepted_range(self) -> str:
+        """`must be >= 1`, `must be > 0`, `must be in [0, 1)`, or `must be in [1, 10000]`."""
+        low, high = self.minimum, self.maximum
+        if high is None:
+            return f"must be {'>' if self.exclusive[0] else '>='} {low}"
+        if low is None:
+            return f"must be {'<' if self.exclusive[1] else '<='} {high}"
+        opening, closing = "(["[not self.exclusive[0]], ")]"[not self.exclusive[1]]
+        return f"must be in {opening}{low}, {high}{closing}"
+
+
+# Papers train a head for 1-250 epochs per experience; 10^9 once ran with no end in sight.
+MAX_EPOCHS = 10_000
 
 FIXED_SECTIONS: dict[str, dict[str, Option]] = {
     "head": {
@@ -70,11 +89,14 @@ FIXED_SECTIONS: dict[str, dict[str, Option]] = {
     },
     "training": {
         "optimizer": Option("sgd", str, "head optimizer", choices=("sgd", "adam")),
-        "lr": Option(0.1, float, "learning rate", minimum=0.0),
-        "momentum": Option(0.9, float, "SGD momentum", minimum=0.0),
-        "weight_decay": Option(0.0, float, "L2 weight decay", minimum=0.0),
+        # lr = 0 trains nothing; momentum >= 1 sums gradients without decay (diverges).
+        "lr": Option(0.1, float, "learning rate", minimum=0, exclusive=(True, False)),
+        "momentum": Option(
+            0.9, float, "SGD momentum", minimum=0, maximum=1, exclusive=(False, True)
+        ),
+        "weight_decay": Option(0.0, float, "L2 weight decay", minimum=0),
         "batch_size": Option(64, int, "minibatch size", minimum=1),
-        "epochs": Option(10, int, "epochs per experience", minimum=1),
+        "epochs": Option(10, int, "epochs per experience", minimum=1, maximum=MAX_EPOCHS),
         "schedule": Option(
             "constant", str, "lr schedule per experience", choices=("constant", "cosine")
         ),

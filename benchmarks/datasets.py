@@ -195,6 +195,51 @@ def check_labels(
     return num_classes
 
 
+def check_npz_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Refuse what the .npz reader would otherwise crash on, cast silently or try to fit in
+    memory: empty splits, features of dimension 0, complex numbers, float64 features beyond
+    float32's range, and class ids that cannot all have training samples."""
+    largest = float(np.finfo(np.float32).max)
+    for name, array in arrays.items():
+        if name[:2] not in ("X_", "y_") or array.ndim != (2 if name[0] == "X" else 1):
+            continue  # other names, and the wrong number of axes, are checked by the reader
+        if np.iscomplexobj(array):
+            raise UsageError(
+                f"{path}: {name} has complex dtype {array.dtype}; accepted: real numbers"
+            )
+        if len(array) == 0:
+            raise UsageError(f"{path}: {name} has 0 rows; accepted: at least one sample per class")
+        if name[0] == "X" and array.shape[1] == 0:
+            raise UsageError(
+                f"{path}: {name} has shape {array.shape} (features of dimension 0); "
+                "accepted: at least one feature per sample"
+            )
+        wider = np.issubdtype(array.dtype, np.floating) and array.dtype.itemsize > 4
+        if name[0] == "X" and wider:  # float64 and longer: values float32 cannot hold
+            beyond = np.isfinite(array) & (np.abs(array) > largest)
+            if beyond.any():
+                row, column = (int(i) for i in np.argwhere(beyond)[0])
+                raise UsageError(
+                    f"{path}: {name}[{row}, {column}] = {array[row, column].item():.3g} is "
+                    f"beyond float32's range; accepted: finite values within ±{largest:.3g}"
+                )
+    names = arrays.get("class_names")
+    if names is not None and names.size == 0:
+        raise UsageError(f"{path}: class_names is empty; accepted: one name per class")
+    rows = len(arrays["y_train"])
+    for name in (n for n in arrays if n.startswith("y_")):
+        labels = arrays[name]
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.number):
+            continue
+        too_large = labels[np.isfinite(labels) & (labels >= rows)]
+        if too_large.size:
+            raise UsageError(
+                f"{path}: {name} has label {too_large[0].item()!r}, but {rows} training "
+                f"samples hold at most {rows} classes (every class needs training samples); "
+                f"accepted: labels 0..{rows - 1}"
+            )
+
+
 @_dataset(
     "features",
     "bring-your-own frozen features: an .npz with X_train, y_train, X_test, y_test "
@@ -226,6 +271,7 @@ def load_features(options: dict[str, Any]) -> Data:
             f"{list(NPZ_VAL_ARRAYS)} or neither"
         )
     splits = ("train", "test", "val") if present else ("train", "test")
+    check_npz_arrays(path, arrays)
     inputs = {}
     for split in splits:
         features, labels = arrays[f"X_{split}"], arrays[f"y_{split}"]

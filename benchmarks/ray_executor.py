@@ -27,12 +27,9 @@ def _task(job: Job, settings: Settings, features: run.Prepared) -> tuple[str, st
     return run_job(job, settings, features)
 
 
-def ray_results(
-    todo: list[Job],
-    settings: Settings,
-    executor: Executor,
-    groups: dict[tuple, run.Prepared],
-) -> Iterator[tuple[str, str]]:
+def connect(executor: Executor) -> None:
+    """Import Ray and connect to the cluster; UsageError if either fails (the sweep calls
+    this before it writes anything)."""
     try:
         import ray
     except ImportError:
@@ -46,6 +43,17 @@ def ray_results(
             f"--address {executor.address}: no Ray cluster to connect to ({error}); "
             "start one with `ray start --head` or use --executor local"
         ) from None
+
+
+def ray_results(
+    todo: list[Job],
+    settings: Settings,
+    executor: Executor,
+    groups: dict[tuple, run.Prepared],
+) -> Iterator[tuple[str, str]]:
+    connect(executor)  # a no-op when connected already (ignore_reinit_error)
+    import ray
+
     fraction = executor.gpus_per_run
     if fraction is None:  # eight head-only runs per GPU, unless told otherwise
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0

@@ -414,20 +414,45 @@ def execute(
     """
     created = [path for path in (plan.out, plan.out / "runs") if not path.exists()]
     runs_dir = store.prepare_out(plan.out)
+    try:
+        return _execute(plan, progress, batch_seeds, runs_dir)
+    except (UsageError, KeyboardInterrupt):
+        # Weights that cannot be downloaded, a full disk, an interrupted extraction: no
+        # empty results (records written before stay: each is whole).
+        remove_empty(created)
+        raise
+
+
+def remove_empty(created: list[Path]) -> None:
+    """Remove the folders of `created` (parents first in the list) that are still empty."""
+    for path in reversed(created):
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
+def log_tidied(out: Path, progress: Progress) -> None:
+    """Clean what killed processes left in OUT (store.tidy) and say what went."""
+    removed = store.tidy(out)
+    if removed:
+        names = ", ".join(str(path.relative_to(out)) for path in removed[:5])
+        more = f" and {len(removed) - 5} more" if len(removed) > 5 else ""
+        progress.log(
+            f"{out}: removed {len(removed)} leftover file{'s' * (len(removed) != 1)} of "
+            f"killed processes (unfinished writes, claims of published runs): {names}{more}"
+        )
+
+
+def _execute(
+    plan: Plan, progress: Progress, batch_seeds: bool, runs_dir: Path
+) -> tuple[list[dict], list[str], str]:
+    log_tidied(plan.out, progress)
     data, scenario = plan.data, plan.scenario
     progress.log(
         f"dataset {plan.config['dataset']['name']}: {len(data.train_targets)} train / "
         f"{len(data.test_targets)} test samples, {data.num_classes} classes, "
         f"{scenario.num_experiences} experiences {scenario.experience_sizes}"
     )
-    try:
-        prepared = prepare(plan, progress)
-    except (UsageError, KeyboardInterrupt):
-        # Weights that cannot be downloaded, an interrupted extraction: no empty results.
-        for path in reversed(created):
-            if path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
-        raise
+    prepared = prepare(plan, progress)
     seeds = plan.config["training"]["seeds"]
     groups = [seeds] if batch_seeds and len(seeds) > 1 else [[seed] for seed in seeds]
     jobs = [(name, group) for name in plan.config["strategies"] for group in groups]

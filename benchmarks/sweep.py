@@ -185,9 +185,9 @@ def run_job(job: Job, settings: Settings, features: run.Prepared | None = None) 
             )
             return job.run_id, f"failed: {type(error).__name__}: {error}"
         try:
-            store.write_record(out / "runs", record)
+            store.write_record(out / "runs", record)  # atomic: no partial record is left
             store.clear_failure(out, job.run_id)
-        except OSError as error:  # atomic: no partial record is left
+        except OSError as error:  # store.atomic_write names the file itself
             raise UsageError(
                 f"cannot write the record of {job.run_id} into {out / 'runs'}: "
                 f"{error.strerror or error}; free space or give a writable --out"
@@ -199,8 +199,8 @@ def run_job(job: Job, settings: Settings, features: run.Prepared | None = None) 
 
 def _write_failure(out: Path, record: dict) -> None:
     try:
-        store.write_failure(out, record)
-    except OSError as error:
+        store.write_failure(out, record)  # atomic_write: a full disk is a UsageError
+    except OSError as error:  # the folder cannot be made
         raise UsageError(
             f"cannot write the failure record of {record['run_id']} into {out / 'failed'}: "
             f"{error.strerror or error}; free space or give a writable --out"
@@ -242,7 +242,23 @@ def sweep(
         raise UsageError(f"--gpus-per-run {executor.gpus_per_run}: accepted: 0..1")
     jobs = expand(configs, grids, overrides, settings)
     out = Path(settings.out)
+    if executor.kind == "ray":  # refused before anything is written
+        from benchmarks.ray_executor import connect
+
+        connect(executor)
+    created = [path for path in (out, out / "runs") if not path.exists()]
     store.prepare_out(out)
+    created += [path for path in (out / "claims", out / "failed") if not path.exists()]
+    try:
+        return _sweep(jobs, settings, executor, progress)
+    except (UsageError, KeyboardInterrupt):
+        run.remove_empty(created)  # a full disk: no empty folders (whole records stay)
+        raise
+
+
+def _sweep(jobs: list[Job], settings: Settings, executor: Executor, progress: Progress) -> Outcome:
+    workers, out = executor.workers, Path(settings.out)
+    run.log_tidied(out, progress)
     published = {p.stem for p in (out / "runs").glob("*.json")}
     failed = {p.stem for p in (out / "failed").glob("*.json")}
     finished = published | (set() if settings.retry_failed else failed)
@@ -257,7 +273,7 @@ def sweep(
         f"{len(todo)} to run on {where}"
     )
     if executor.kind == "ray":
-        from benchmarks.ray_executor import ray_results
+        from benchmarks.ray_executor import ray_results  # connected in sweep()
 
         results = ray_results(todo, settings, executor, _prepare_groups(todo, settings))
     else:

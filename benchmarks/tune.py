@@ -201,8 +201,41 @@ def tune(
     _check(protocol, plans[0].scenario.num_experiences)
     if protocol.fraction is None:
         check_own_validation(plans[0], protocol)
+    (name,) = plans[0].config["strategies"]
+    _check_grid_keys(points[0], name)
     out = Path(settings.out)
+    created = [path for path in (out, out / "runs") if not path.exists()]
     store.prepare_out(out)
+    try:
+        return _tune(points, plans, name, protocol, out, progress)  # an alias resolved
+    except (UsageError, KeyboardInterrupt):
+        run.remove_empty(created)  # every point diverged, a full disk: no empty folders
+        raise
+
+
+def _check_grid_keys(point: tuple[str, ...], name: str) -> None:
+    """A grid over another strategy's hyperparameter changes nothing tune runs: its
+    "choice" would be noise recorded as a selection."""
+    for setting in point:
+        key = setting.partition("=")[0]
+        parts = key.split(".")
+        other = strategies.canonical_name(parts[1]) if parts[0] == "strategies" else name
+        if other != name:
+            raise UsageError(
+                f"--grid {key} sets a hyperparameter of {other!r}, but tune runs only "
+                f"{name!r}; accepted: strategies.{name}.KEY or keys of [training], [head]"
+            )
+
+
+def _tune(
+    points: list[tuple[str, ...]],
+    plans: list[run.Plan],
+    strategy: str,
+    protocol: Protocol,
+    out: Path,
+    progress: Progress,
+) -> tuple[list[tuple[tuple[str, ...], float]], tuple[str, ...], list[dict[str, Any]]]:
+    run.log_tidied(out, progress)
     prepared = run.prepare(plans[0], progress)  # the grid varies the strategy and training
     higher_is_better = METRICS[protocol.criterion][1]
     scores = []

@@ -55,6 +55,7 @@ STYLE = {
     "lines.markersize": 4,
     "pdf.fonttype": 42,  # TrueType in PDFs, as publishers ask
     "svg.fonttype": "none",
+    "text.parse_math": False,  # labels are plain text: a '$' in a strategy name stays a '$'
 }
 
 

@@ -40,6 +40,8 @@ from strategies.base import (
 from strategies.memory import ReplayConfig
 from strategies.registry import register
 
+MAX_BIAS_EPOCHS = 10_000  # the paper trains stage 2 for 200 epochs; 10^9 would never end
+
 
 @dataclass(frozen=True)
 class BiCConfig(FreezeConfig, ReplayConfig):
@@ -62,7 +64,8 @@ class BiCConfig(FreezeConfig, ReplayConfig):
             self.temperature > 0, f"strategies.bic.temperature = {self.temperature} must be > 0"
         )
         require(
-            self.bias_epochs >= 1, f"strategies.bic.bias_epochs = {self.bias_epochs} must be >= 1"
+            1 <= self.bias_epochs <= MAX_BIAS_EPOCHS,
+            f"strategies.bic.bias_epochs = {self.bias_epochs} must be in [1, {MAX_BIAS_EPOCHS}]",
         )
         require(self.beta_decay >= 0, f"strategies.bic.beta_decay = {self.beta_decay} must be >= 0")
 

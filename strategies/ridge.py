@@ -38,6 +38,9 @@ from strategies.base import Experience, Head, Strategy, hyperparameter, require
 from strategies.registry import register
 
 RLS_CHUNK = 4096  # samples per recursive step (ACIL's code: IL batch size 4096)
+# 10x RanPAC's largest M (10,000); beyond it the (samples, M) expansion and the M x M Gram
+# matrix outgrow memory (M = 10^9 asked for terabytes).
+MAX_PROJECTION_DIM = 100_000
 FIT_SHARE = 0.8  # RanPAC: λ is fitted on 80 % of an experience's samples, scored on the rest
 
 
@@ -50,8 +53,11 @@ class RidgeConfig:
     gamma: float = hyperparameter(0.1, "γ: ACIL's fixed regulariser (RanPAC chooses its λ)")
 
     def __post_init__(self) -> None:
-        width = f"strategies.ridge.projection_dim = {self.projection_dim} must be >= 0"
-        require(self.projection_dim >= 0, width)
+        width = (
+            f"strategies.ridge.projection_dim = {self.projection_dim} must be in "
+            f"[0, {MAX_PROJECTION_DIM}]"
+        )
+        require(0 <= self.projection_dim <= MAX_PROJECTION_DIM, width)
         require(self.gamma > 0, f"strategies.ridge.gamma = {self.gamma} must be > 0")
 
 

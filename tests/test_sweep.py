@@ -120,8 +120,7 @@ def test_a_full_disk_stops_the_sweep_in_one_line_with_no_partial_record(
     code, _, stderr = run_cli(capsys, "sweep", sweep_config, "--out", out, "--quiet")
     assert code == 2
     assert stderr.count("\n") == 1 and "No space left on device" in stderr
-    assert list((out / "runs").iterdir()) == []
-    assert not list((out / "claims").glob("*.lock"))  # the claim was released
+    assert not out.exists()  # the claim was released, the empty folders it made removed
 
 
 def test_a_claim_that_is_a_symbolic_link_is_refused_and_its_target_untouched(

@@ -28,7 +28,7 @@ from benchmarks.backbones.core import (
     register,
 )
 from benchmarks.cache import CACHE_FORMAT, Cache
-from benchmarks.config import Option
+from benchmarks.config import MAX_EPOCHS, Option
 from benchmarks.datasets import Data
 from benchmarks.progress import Progress
 from benchmarks.scenario import Scenario
@@ -53,8 +53,16 @@ BASE_TASK_TRAINING = ("arch", "width", "epochs", "lr", "weight_decay", "batch_si
             "first-stage channels; 0 = standard (small 32, resnet32 16, resnet18 64)",
             minimum=0,
         ),  # fmt: skip
-        "epochs": Option(30, int, "training epochs on the base task", minimum=1),
-        "lr": Option(0.05, float, "SGD learning rate (cosine schedule, momentum 0.9)", minimum=0.0),
+        "epochs": Option(
+            30, int, "training epochs on the base task", minimum=1, maximum=MAX_EPOCHS
+        ),
+        "lr": Option(
+            0.05,
+            float,
+            "SGD learning rate (cosine schedule, momentum 0.9)",
+            minimum=0,
+            exclusive=(True, False),
+        ),
         "weight_decay": Option(5e-4, float, "SGD weight decay", minimum=0.0),
         "batch_size": Option(64, int, "minibatch size", minimum=1),
         "augmentation": Option(
