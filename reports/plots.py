@@ -38,10 +38,10 @@ OKABE_ITO = [
     "#000000",  # black
     "#F0E442",  # yellow (weak on white: used for no strategy)
 ]
-TOL_MUTED = ["#882255", "#332288", "#999933", "#44AA99", "#117733", "#AA4499", "#CC6677"]
-"""Paul Tol's muted scheme (colour-blind safe), after Okabe–Ito's seven strong colours."""
 REGISTRY_STYLES = {
-    "naive": ("#7F7F7F", "v"),  # the bounds in grey and black
+    # Okabe–Ito's seven strong colours, then Paul Tol's muted scheme (both colour-blind
+    # safe); the bounds in grey and black.
+    "naive": ("#7F7F7F", "v"),
     "joint": ("#000000", "^"),
     "ewc": ("#0072B2", "o"),
     "weight_aligning": ("#D55E00", "s"),
@@ -55,10 +55,10 @@ REGISTRY_STYLES = {
 }
 """Registry key -> (colour, marker): one of each per strategy, none shared, so a strategy
 looks the same in every report whichever others it is shown with."""
-OTHER_COLOURS = ["#44AA99", "#117733", "#AA4499", "#CC6677", "#661100", "#6699CC"]
-OTHER_MARKERS = ["<", ">", "8", "H"]
-"""Strategies outside REGISTRY_STYLES draw from these (colours no registered one uses)."""
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "p", "h", "d", "<", ">", "8", "H"]
+OTHER_COLOURS = ["#44AA99", "#117733", "#AA4499", "#CC6677", "#661100", "#6699CC", "#DDCC77"]
+OTHER_MARKERS = ["<", ">", "8", "H", "+"]
+"""Strategies outside REGISTRY_STYLES draw from these (colours and markers no registered
+strategy uses)."""
 LINESTYLES = ["-", "--", "-.", ":"]
 STYLE = {
     "font.size": 8,
@@ -87,16 +87,15 @@ class LineStyle:
     linestyle: str
 
 
-def _other_style(strategy: str, taken: set[tuple[str, str]]) -> tuple[str, str]:
-    """A (colour, marker) for a strategy outside REGISTRY_STYLES: the slot its name hashes
-    to (so it keeps its look from report to report), the next free one if that is taken."""
-    slots = [(c, m) for m in OTHER_MARKERS for c in OTHER_COLOURS]
-    start = int(hashlib.sha256(strategy.encode()).hexdigest(), 16) % len(slots)
-    for step in range(len(slots)):
-        slot = slots[(start + step) % len(slots)]
-        if slot not in taken:
-            return slot
-    return slots[start]  # more than 24 unknown strategies: the dash still differs
+def _pick(options: list[str], name: str, taken: set[str]) -> str:
+    """The option `name` hashes to (so it keeps its look from report to report), the next
+    one not taken if that one is; with all taken, the hashed one."""
+    start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(options)
+    for step in range(len(options)):
+        option = options[(start + step) % len(options)]
+        if option not in taken:
+            return option
+    return options[start]
 
 
 def strategy_styles(labels: list[str] | list[tuple[str, str]]) -> dict[str, LineStyle]:
@@ -105,18 +104,23 @@ def strategy_styles(labels: list[str] | list[tuple[str, str]]) -> dict[str, Line
     `labels` are variant labels, or (label, registry key) pairs when one strategy has
     several variants (`ewc [lam=1]`, `ewc [lam=10]`): they share the strategy's colour and
     marker and differ in dash. A registered strategy has its own entry in REGISTRY_STYLES;
-    others get a distinct one from OTHER_COLOURS × OTHER_MARKERS, the same for the same
-    name and set of strategies.
+    others get a colour from OTHER_COLOURS and a marker from OTHER_MARKERS that no other
+    strategy of `labels` has (while they last), chosen from the name, so the same name
+    among the same strategies always looks the same.
     """
     pairs = [(item, item) if isinstance(item, str) else item for item in labels]
     looks: dict[str, tuple[str, str]] = {}
-    taken = set(REGISTRY_STYLES.values())
+    colours, markers = set(), set()
     for strategy in sorted({key for _, key in pairs}):
         if strategy in REGISTRY_STYLES:
             looks[strategy] = REGISTRY_STYLES[strategy]
         else:
-            looks[strategy] = _other_style(strategy, taken)
-            taken.add(looks[strategy])
+            looks[strategy] = (
+                _pick(OTHER_COLOURS, strategy, colours),
+                _pick(OTHER_MARKERS, strategy, markers),
+            )
+            colours.add(looks[strategy][0])
+            markers.add(looks[strategy][1])
     styles, counts = {}, {}
     for label, strategy in pairs:
         index = counts.get(strategy, 0)
