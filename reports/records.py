@@ -547,7 +547,8 @@ def _variants(runs: list[Run], benchmark: str, notes: list[str]) -> list[Variant
     for variant in variants:  # two strategies that print alike: tell them apart by key
         if names.count(variant.name) > 1:
             variant.name = f"{variant.name} ({variant.label})"
-    return variants
+    # Methods in the order of their printed names (a paper's reader looks them up by it).
+    return sorted(variants, key=lambda v: (row_order(v.strategy)[0], v.name.lower(), v.label))
 
 
 def _paper_name(record: dict[str, Any], hyperparameters: dict[str, Any]) -> tuple[str, list[str]]:

@@ -267,8 +267,10 @@ def build(
         raise ReportError(f"--band {band!r}: unknown; accepted: {', '.join(BAND_CHOICES)}")
     benchmarks = group(load_runs(results_dir))
     if names == "registry":
-        for variant in (v for b in benchmarks for v in b.variants):
-            variant.name = variant.label
+        for benchmark in benchmarks:
+            for variant in benchmark.variants:
+                variant.name = variant.label
+            benchmark.variants.sort(key=lambda v: (row_order(v.strategy), v.label))
     source = source or str(results_dir)
     version = citation.headbench_version()
     made_with = citation.made_with(version)
