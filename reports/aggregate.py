@@ -27,7 +27,6 @@ from reports.records import LOWER_BOUNDS, UPPER_BOUNDS, Benchmark, Variant
 SUMMARY_COLUMNS = [
     "benchmark",
     "strategy",
-    "name",
     "metric",
     "mean",
     "std",
@@ -37,6 +36,7 @@ SUMMARY_COLUMNS = [
     "rank",
     "higher_is_better",
     "missing_seeds",
+    "name",  # the strategy as tables print it (e.g. WA); `strategy` is the registry label
 ]
 STEP_QUANTITIES = {
     "accuracy_seen": "accuracy on all seen classes",
@@ -49,7 +49,6 @@ STEP_QUANTITIES = {
 STEP_COLUMNS = [
     "benchmark",
     "strategy",
-    "name",
     "experience",
     "classes_seen",
     "quantity",
@@ -58,6 +57,7 @@ STEP_COLUMNS = [
     "ci95_low",
     "ci95_high",
     "n",
+    "name",
 ]
 RANK_DECIMALS = 2
 """Means are ranked as shown (percent, two decimals), so equal-looking cells tie."""
