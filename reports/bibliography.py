@@ -149,7 +149,9 @@ LEGACY_VARIANTS: dict[tuple[str, str, str], tuple[str, tuple[str, ...]]] = {
 """(key, hyperparameter, value) -> (display name, citation keys) where the method a
 strategy runs depends on a hyperparameter."""
 
-_ENTRY = re.compile(r"@([A-Za-z]+)\s*\{\s*([^\s,{}]+)\s*,")
+_ENTRY = re.compile(r"@([A-Za-z]+)\s*\{\s*([A-Za-z0-9_:.+/-]+)\s*,")
+"""An entry's start: its type and a key of the characters BibTeX keys use (so a key goes
+into `\\cite{...}` as it is)."""
 
 
 def entry_key(entry: str) -> str | None:

@@ -139,8 +139,17 @@ def check_record(data: Any, path: Path | str) -> None:
         if data.get(key) is not None and not isinstance(data[key], str):
             raise _refuse(path, key, data[key], "a string")
     name = data.get("display_name")
-    if name is not None and not (isinstance(name, str) and name.strip() and len(name) <= 60):
-        raise _refuse(path, "display_name", name, "a non-empty string of at most 60 characters")
+    if name is not None and not (
+        isinstance(name, str)
+        and name.strip()
+        and len(name) <= 60
+        and name.isprintable()
+        and "|" not in name
+    ):
+        raise _refuse(
+            path, "display_name", name,
+            "a non-empty printable string of at most 60 characters, without '|'",
+        )  # fmt: skip
     references = data.get("references")
     if references is not None and not (
         isinstance(references, list)

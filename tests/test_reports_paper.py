@@ -172,6 +172,9 @@ def test_a_record_names_and_cites_a_strategy_headbench_does_not_know(tmp_path):
     [
         ("display_name", ""),
         ("display_name", 3),
+        ("display_name", "A | B"),
+        ("display_name", "two\nlines"),
+        ("references", ["@misc{a\\input{x}, title={x}}"]),
         ("references", "@misc{a, title={x}}"),
         ("references", ["@misc{a, title={x}"]),
         ("references", ["not bibtex"]),
