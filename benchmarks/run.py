@@ -33,9 +33,10 @@ from benchmarks.cache import Cache, resolve_directory
 from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
 from benchmarks.scenario import Scenario, resolve_class_order
+from reports import bibliography
 from reports.metrics import all_metrics
 from reports.records import RunRecord
-from strategies.base import resolved_config
+from strategies.base import build_config, resolved_config
 
 
 def named_options() -> dict[str, dict[str, dict[str, config.Option]]]:
@@ -367,11 +368,17 @@ def _record(
 ) -> dict[str, Any]:
     data, scenario, features = plan.data, plan.scenario, prepared.features
     run_id, run_config = run_identity(plan, name, seed)
+    cls = strategies.get_strategy(name)
+    display_name, cite_keys = cls.paper_name(
+        build_config(name, cls.Config, run_config["strategies"][name])
+    )
     return RunRecord(
         run_id=run_id,
         benchmark=plan.benchmark,
         strategy=name,
-        paper=strategies.get_strategy(name).paper,
+        paper=cls.paper,
+        display_name=display_name,
+        references=bibliography.resolve(cite_keys, cls.bibtex),
         seed=seed,
         config=run_config,
         class_order=scenario.class_order,

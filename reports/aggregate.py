@@ -36,6 +36,7 @@ SUMMARY_COLUMNS = [
     "rank",
     "higher_is_better",
     "missing_seeds",
+    "name",  # the strategy as tables print it (e.g. WA); `strategy` is the registry label
 ]
 STEP_QUANTITIES = {
     "accuracy_seen": "accuracy on all seen classes",
@@ -56,6 +57,7 @@ STEP_COLUMNS = [
     "ci95_low",
     "ci95_high",
     "n",
+    "name",
 ]
 RANK_DECIMALS = 2
 """Means are ranked as shown (percent, two decimals), so equal-looking cells tie."""
@@ -129,6 +131,7 @@ def summarise_benchmark(benchmark: Benchmark) -> pd.DataFrame:
                 {
                     "benchmark": benchmark.label,
                     "strategy": variant.label,
+                    "name": variant.name or variant.label,
                     "metric": metric,
                     "mean": s.mean,
                     "std": s.std,
@@ -184,7 +187,11 @@ def step_stats(variant: Variant) -> dict[str, list[Stats]]:
 
 
 def steps_frame(benchmarks: list[Benchmark]) -> pd.DataFrame:
-    """Tidy rows (STEP_COLUMNS): one per benchmark × strategy × experience × quantity."""
+    """Tidy rows (STEP_COLUMNS): one per benchmark × strategy × experience × quantity.
+
+    Experiences are numbered 1..T (as in the figures and the HTML tables), `classes_seen`
+    beside them; `strategy` is the registry label, `name` the one tables print.
+    """
     rows = []
     for benchmark in benchmarks:
         for variant in benchmark.variants:
@@ -194,7 +201,8 @@ def steps_frame(benchmarks: list[Benchmark]) -> pd.DataFrame:
                         {
                             "benchmark": benchmark.label,
                             "strategy": variant.label,
-                            "experience": index,
+                            "name": variant.name or variant.label,
+                            "experience": index + 1,  # 1..T, as the figures number them
                             "classes_seen": benchmark.classes_seen[index],
                             "quantity": quantity,
                             "mean": s.mean,

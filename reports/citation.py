@@ -37,7 +37,9 @@ def strategy_papers(benchmarks: list[Benchmark]) -> list[tuple[str, str]]:
     papers: dict[str, str] = {}
     for benchmark in benchmarks:
         for variant in benchmark.variants:
-            papers.setdefault(variant.strategy, variant.paper or "no paper recorded")
+            name = variant.name.split(" [")[0] if variant.name else variant.strategy
+            shown = name if name == variant.strategy else f"{name} ({variant.strategy})"
+            papers.setdefault(shown, variant.paper or "no paper recorded")
     return list(papers.items())
 
 

@@ -117,7 +117,7 @@ def _benchmark_description(benchmark: Benchmark) -> str:
     for variant in benchmark.variants:
         missing = benchmark.missing_seeds(variant)
         parts.append(
-            f'<tr><td>{escape(variant.label)}</td><td class="text">'
+            f'<tr><td>{escape(_named(variant))}</td><td class="text">'
             f"<code>{_json(variant.hyperparameters)}</code></td>"
             f'<td class="text">{escape(variant.paper or "no paper recorded")}</td>'
             f"<td>{', '.join(map(str, variant.seeds))}</td>"
@@ -127,11 +127,20 @@ def _benchmark_description(benchmark: Benchmark) -> str:
     return "\n".join(parts)
 
 
+def _named(variant) -> str:
+    """`WA (weight_aligning)`: the printed name and the registry label, when they differ."""
+    name = variant.name or variant.label
+    return name if name == variant.label else f"{name} ({variant.label})"
+
+
 def _old_new_table(benchmark: Benchmark) -> str:
-    header = "".join(f"<th>{n}</th>" for n in benchmark.classes_seen)
+    header = "".join(
+        f"<th>{index}<br>({seen} classes)</th>"
+        for index, seen in enumerate(benchmark.classes_seen, start=1)
+    )
     parts = [
         "<table><caption>Accuracy on old / new classes after each experience (%, mean over "
-        "seeds; columns: classes seen)</caption>",
+        "seeds; columns: experience 1..T and the classes seen after it)</caption>",
         f"<thead><tr><th>strategy</th>{header}</tr></thead><tbody>",
     ]
     for variant in benchmark.variants:
@@ -141,7 +150,7 @@ def _old_new_table(benchmark: Benchmark) -> str:
             old = describe([run[index] for run in values["old_accuracy"]]).mean
             new = describe([run[index] for run in values["new_accuracy"]]).mean
             cells.append(f"<td>{_percent(old)} / {_percent(new)}</td>")
-        parts.append(f"<tr><td>{escape(variant.label)}</td>{''.join(cells)}</tr>")
+        parts.append(f"<tr><td>{escape(variant.name or variant.label)}</td>{''.join(cells)}</tr>")
     parts.append("</tbody></table>")
     return "\n".join(parts)
 

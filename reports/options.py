@@ -9,6 +9,8 @@ from reports.records import ReportError
 FORMATS = ("md", "latex", "csv", "html", "png", "pdf", "svg")
 DEFAULT_FORMATS = ("md", "latex", "csv", "html", "png", "pdf")
 BY_CHOICES = ("benchmark",)
+NAMES_CHOICES = ("display", "registry")
+BAND_CHOICES = ("ci95", "std", "none")
 
 
 def parse_formats(text: str | None) -> list[str]:
@@ -41,4 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--by",
         choices=BY_CHOICES,
         help="one wide table with a column group per benchmark (default: a table each)",
+    )
+    parser.add_argument(
+        "--names",
+        choices=NAMES_CHOICES,
+        default="display",
+        help="strategy names as papers print them (display: WA, LwF, ...; the default) or "
+        "the registry keys (registry: weight_aligning, lwf, ...)",
+    )
+    parser.add_argument(
+        "--band",
+        choices=BAND_CHOICES,
+        default="ci95",
+        help="the band around each curve and the error bars: ci95 (95%% Student-t "
+        "interval over seeds; the default), std (± one standard deviation) or none",
     )

@@ -10,6 +10,7 @@ figure, and every axis names its unit.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from collections.abc import Iterator
@@ -20,7 +21,6 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from reports.aggregate import Stats, mean_matrix, mean_weight_norms, step_stats
 from reports.records import Benchmark
@@ -36,9 +36,29 @@ OKABE_ITO = [
     "#CC79A7",  # reddish purple
     "#56B4E9",  # sky blue
     "#000000",  # black
-    "#F0E442",  # yellow (last: weak on white)
+    "#F0E442",  # yellow (weak on white: used for no strategy)
 ]
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+REGISTRY_STYLES = {
+    # Okabe–Ito's seven strong colours, then Paul Tol's muted scheme (both colour-blind
+    # safe); the bounds in grey and black.
+    "naive": ("#7F7F7F", "v"),
+    "joint": ("#000000", "^"),
+    "ewc": ("#0072B2", "o"),
+    "weight_aligning": ("#D55E00", "s"),
+    "lwf": ("#009E73", "D"),
+    "ncm": ("#E69F00", "P"),
+    "slda": ("#CC79A7", "X"),
+    "ridge": ("#56B4E9", "*"),
+    "replay": ("#882255", "p"),
+    "bic": ("#332288", "h"),
+    "seq_star": ("#999933", "d"),
+}
+"""Registry key -> (colour, marker): one of each per strategy, none shared, so a strategy
+looks the same in every report whichever others it is shown with."""
+OTHER_COLOURS = ["#44AA99", "#117733", "#AA4499", "#CC6677", "#661100", "#6699CC", "#DDCC77"]
+OTHER_MARKERS = ["<", ">", "8", "H", "+"]
+"""Strategies outside REGISTRY_STYLES draw from these (colours and markers no registered
+strategy uses)."""
 LINESTYLES = ["-", "--", "-.", ":"]
 STYLE = {
     "font.size": 8,
@@ -68,16 +88,47 @@ class LineStyle:
     linestyle: str
 
 
-def strategy_styles(labels: list[str]) -> dict[str, LineStyle]:
-    """A fixed colour, marker and dash per strategy label, in the order given."""
-    return {
-        label: LineStyle(
-            OKABE_ITO[index % len(OKABE_ITO)],
-            MARKERS[index % len(MARKERS)],
-            LINESTYLES[(index // len(OKABE_ITO)) % len(LINESTYLES)],
-        )
-        for index, label in enumerate(labels)
-    }
+def _pick(options: list[str], name: str, taken: set[str]) -> str:
+    """The option `name` hashes to (so it keeps its look from report to report), the next
+    one not taken if that one is; with all taken, the hashed one."""
+    start = int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(options)
+    for step in range(len(options)):
+        option = options[(start + step) % len(options)]
+        if option not in taken:
+            return option
+    return options[start]
+
+
+def strategy_styles(labels: list[str] | list[tuple[str, str]]) -> dict[str, LineStyle]:
+    """A fixed colour and marker per strategy, and a dash per variant of it.
+
+    `labels` are variant labels, or (label, registry key) pairs when one strategy has
+    several variants (`ewc [lam=1]`, `ewc [lam=10]`): they share the strategy's colour and
+    marker and differ in dash. A registered strategy has its own entry in REGISTRY_STYLES;
+    others get a colour from OTHER_COLOURS and a marker from OTHER_MARKERS that no other
+    strategy of `labels` has (while they last), chosen from the name, so the same name
+    among the same strategies always looks the same.
+    """
+    pairs = [(item, item) if isinstance(item, str) else item for item in labels]
+    looks: dict[str, tuple[str, str]] = {}
+    colours, markers = set(), set()
+    for strategy in sorted({key for _, key in pairs}):
+        if strategy in REGISTRY_STYLES:
+            looks[strategy] = REGISTRY_STYLES[strategy]
+        else:
+            looks[strategy] = (
+                _pick(OTHER_COLOURS, strategy, colours),
+                _pick(OTHER_MARKERS, strategy, markers),
+            )
+            colours.add(looks[strategy][0])
+            markers.add(looks[strategy][1])
+    styles, counts = {}, {}
+    for label, strategy in pairs:
+        index = counts.get(strategy, 0)
+        counts[strategy] = index + 1
+        colour, marker = looks[strategy]
+        styles[label] = LineStyle(colour, marker, LINESTYLES[index % len(LINESTYLES)])
+    return styles
 
 
 @contextmanager
@@ -92,51 +143,144 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
+LEGEND_ROW = 0.16  # inches per legend row at 7 pt
+
+
 def _legend(figure: Figure, count: int) -> None:
-    figure.legend(loc="outside lower center", ncols=min(count, 3), frameon=False)
+    """The figure's legend below the axes, inside the figure: as many columns (at most 3)
+    as fit its width, and the figure made taller by the rows it takes."""
+    if count == 0:
+        return
+    width, height = figure.get_size_inches()
+    renderer = figure.canvas.get_renderer()
+    for columns in range(min(count, 3), 0, -1):
+        legend = figure.legend(loc="outside lower center", ncols=columns, frameon=False)
+        if legend.get_window_extent(renderer).width <= 0.98 * width * figure.dpi or columns == 1:
+            break
+        legend.remove()
+    rows = math.ceil(count / columns)
+    figure.set_size_inches(width, height + LEGEND_ROW * max(0, rows - 1))
+    while legend.get_window_extent(renderer).width > 0.98 * width * figure.dpi:
+        size = legend.get_texts()[0].get_fontsize() - 0.5
+        if size < 5:
+            break
+        for text in legend.get_texts():  # one long name: smaller type, never outside
+            text.set_fontsize(size)
 
 
-def _band(stats: list[Stats]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _band(stats: list[Stats], band: str = "ci95") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, low, high) in percent; low and high NaN when `band` is "none"."""
     mean = 100 * np.array([s.mean for s in stats])
+    if band == "std":
+        spread = 100 * np.array([s.std for s in stats])
+        return mean, mean - spread, mean + spread
+    if band == "none":
+        return mean, np.full_like(mean, np.nan), np.full_like(mean, np.nan)
     low = 100 * np.array([s.ci95_low for s in stats])
     high = 100 * np.array([s.ci95_high for s in stats])
     return mean, low, high
 
 
-def _classes_axis(axes, benchmark: Benchmark) -> None:
-    axes.set_xlabel("classes seen (after each experience)")
-    if len(benchmark.classes_seen) <= 12:
-        axes.set_xticks(benchmark.classes_seen)
-    else:
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+def experience_numbers(benchmark: Benchmark) -> list[int]:
+    """1..T: how every figure, CSV and table of a report numbers the experiences."""
+    return list(range(1, len(benchmark.experiences) + 1))
 
 
-def accuracy_figure(benchmark: Benchmark, styles: dict[str, LineStyle]) -> Figure:
+def _experience_axis(axes, benchmark: Benchmark, top_axes=None) -> None:
+    """x: experience 1..T below `axes`, the classes seen after it on top of `top_axes`
+    (default: the same axes)."""
+    numbers = experience_numbers(benchmark)
+    axes.set_xlabel("experience")
+    ticks = numbers if len(numbers) <= 12 else numbers[:: math.ceil(len(numbers) / 10)]
+    axes.set_xticks(ticks)
+    axes.set_xlim(0.6, len(numbers) + 0.4)
+    top = (top_axes or axes).secondary_xaxis("top")
+    top.set_xticks(ticks, [str(benchmark.classes_seen[t - 1]) for t in ticks])
+    top.set_xlabel("classes seen")
+    top.tick_params(labelsize=6)
+
+
+COINCIDE = 0.05
+"""Percentage points: curves closer than this everywhere are drawn on top of each other."""
+
+
+def coinciding(curves: dict[str, list[np.ndarray]]) -> dict[str, str]:
+    """label -> the earlier label whose curves (one array per panel) it hides: equal
+    within COINCIDE at every finite point of every panel."""
+    hidden: dict[str, str] = {}
+    labels = list(curves)
+    for index, label in enumerate(labels):
+        for earlier in labels[:index]:
+            if earlier in hidden:
+                continue
+            same = all(
+                a.shape == b.shape
+                and np.array_equal(np.isnan(a), np.isnan(b))
+                and np.all(np.abs(np.nan_to_num(a - b)) <= COINCIDE)
+                for a, b in zip(curves[label], curves[earlier], strict=True)
+            )
+            if same:
+                hidden[label] = earlier
+                break
+    return hidden
+
+
+def _labels(
+    benchmark: Benchmark, curves: dict[str, list[np.ndarray]], counts: bool
+) -> tuple[dict[str, str], set[str]]:
+    """Legend text per variant label: its name (n = seeds), and "= X" when its curve lies
+    on the curve of X, so a line hidden under another is still accounted for; and the
+    labels so hidden."""
+    names = {v.label: v.name or v.label for v in benchmark.variants}
+    seeds = {v.label: len(v.runs) for v in benchmark.variants}
+    hidden = coinciding(curves)
+    texts = {}
+    for label in curves:
+        text = f"{names[label]} (n={seeds[label]})" if counts else names[label]
+        if label in hidden:
+            text += f" = {names[hidden[label]]}"
+        texts[label] = text
+    return texts, set(hidden)
+
+
+def _plot_lines(axes, x, series, styles, texts, hidden: set[str]) -> None:
+    """One line per label (mean) and its band (NaN: none); a line that lies on an earlier
+    one gets larger hollow markers, so the one beneath still shows through."""
+    for label, (mean, low, high) in series.items():
+        style = styles[label]
+        hollow = label in hidden
+        axes.plot(
+            x,
+            mean,
+            color=style.colour,
+            marker=style.marker,
+            markerfacecolor="none" if hollow else style.colour,
+            markersize=6 if hollow else None,
+            linestyle=style.linestyle,
+            label=texts.get(label),
+        )
+        if not np.isnan(low).all():
+            axes.fill_between(x, low, high, color=style.colour, alpha=0.2, linewidth=0)
+
+
+def accuracy_figure(
+    benchmark: Benchmark, styles: dict[str, LineStyle], band: str = "ci95"
+) -> Figure:
     """Accuracy on all seen classes after each experience, one line per strategy.
 
-    The band is the 95% Student-t interval over seeds (absent with one seed).
+    The band is the 95% Student-t interval over seeds (`band` "ci95"; absent with one
+    seed), ± one standard deviation ("std") or nothing ("none").
     """
+    series = {v.label: _band(step_stats(v)["accuracy_seen"], band) for v in benchmark.variants}
+    texts, hidden = _labels(benchmark, {k: [m] for k, (m, _, _) in series.items()}, True)
     with _style():
         figure = _figure(COLUMN_WIDTH, 2.9)
         axes = figure.add_subplot()
-        x = benchmark.classes_seen
-        for variant in benchmark.variants:
-            style = styles[variant.label]
-            mean, low, high = _band(step_stats(variant)["accuracy_seen"])
-            axes.plot(
-                x,
-                mean,
-                color=style.colour,
-                marker=style.marker,
-                linestyle=style.linestyle,
-                label=f"{variant.label} (n={len(variant.runs)})",
-            )
-            if not np.isnan(low).all():
-                axes.fill_between(x, low, high, color=style.colour, alpha=0.2, linewidth=0)
+        _plot_lines(axes, experience_numbers(benchmark), series, styles, texts, hidden)
         axes.set_ylabel("accuracy on seen classes (%)")
         axes.set_ylim(-3, 103)
-        _classes_axis(axes, benchmark)
-        _legend(figure, len(benchmark.variants))
+        _experience_axis(axes, benchmark)
+        _legend(figure, len(series))
     return figure
 
 
@@ -159,7 +303,7 @@ def heatmap_figure(benchmark: Benchmark) -> Figure:
             image = axes.imshow(
                 np.ma.masked_invalid(matrix), cmap="viridis", vmin=0, vmax=100, aspect="equal"
             )
-            axes.set_title(f"{variant.label} (n={len(variant.runs)})")
+            axes.set_title(f"{variant.name or variant.label} (n={len(variant.runs)})")
             ticks = range(size) if size <= 12 else range(0, size, max(1, size // 6))
             axes.set_xticks(list(ticks), [str(t + 1) for t in ticks])
             axes.set_yticks(list(ticks), [str(t + 1) for t in ticks])
@@ -186,13 +330,18 @@ def heatmap_figure(benchmark: Benchmark) -> Figure:
 
 
 def bars_figure(
-    benchmark: Benchmark, summary: dict[str, dict[str, Stats]], styles: dict[str, LineStyle]
+    benchmark: Benchmark,
+    summary: dict[str, dict[str, Stats]],
+    styles: dict[str, LineStyle],
+    band: str = "ci95",
 ) -> Figure:
-    """Final average accuracy (top) and forgetting (bottom) per strategy, 95% CI error bars.
+    """Final average accuracy (top) and forgetting (bottom) per strategy; error bars as
+    `band` says (95% interval, one standard deviation, or none).
 
     `summary[metric][strategy]` holds the Stats over seeds.
     """
     labels = [variant.label for variant in benchmark.variants]
+    names = [variant.name or variant.label for variant in benchmark.variants]
     with _style():
         figure = _figure(COLUMN_WIDTH, 3.6)
         top, bottom = figure.subplots(2, 1, sharex=True)
@@ -201,26 +350,19 @@ def bars_figure(
             (bottom, "forgetting", "forgetting (pp)"),
         ):
             stats = [summary[metric][label] for label in labels]
-            means = [100 * s.mean for s in stats]
-            errors = np.array(
-                [
-                    [100 * (s.mean - s.ci95_low), 100 * (s.ci95_high - s.mean)]
-                    if not math.isnan(s.ci95_low)
-                    else [0.0, 0.0]
-                    for s in stats
-                ]
-            ).T
+            means, low, high = _band(stats, band)
+            errors = np.nan_to_num(np.array([means - low, high - means]))
             axes.bar(
                 range(len(labels)),
                 np.nan_to_num(means),
-                yerr=errors,
+                yerr=None if band == "none" else errors,
                 capsize=3,
                 color=[styles[label].colour for label in labels],
                 error_kw={"linewidth": 1},
             )
             axes.set_ylabel(unit)
             axes.grid(axis="x", visible=False)
-        bottom.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        bottom.set_xticks(range(len(labels)), names, rotation=30, ha="right")
         top.set_ylim(0, 105)
     return figure
 
@@ -244,6 +386,7 @@ def weight_norms_figure(benchmark: Benchmark, styles: dict[str, LineStyle]) -> F
     norms = {label: values for label, values in norms.items() if values is not None}
     if not norms:
         return None
+    texts, hidden = _labels(benchmark, {k: [np.asarray(v)] for k, v in norms.items()}, False)
     with _style():
         figure = _figure(COLUMN_WIDTH, 2.9)
         axes = figure.add_subplot()
@@ -255,8 +398,9 @@ def weight_norms_figure(benchmark: Benchmark, styles: dict[str, LineStyle]) -> F
                 values,
                 color=style.colour,
                 marker=style.marker if classes <= 30 else None,
+                markerfacecolor="none" if label in hidden else style.colour,
                 linestyle=style.linestyle,
-                label=label,
+                label=texts[label],
             )
         for boundary in benchmark.classes_seen[:-1]:
             axes.axvline(boundary - 0.5, color="grey", linestyle=":", linewidth=0.8)
@@ -279,7 +423,9 @@ def _arrival_names(benchmark: Benchmark) -> list[str]:
     return [str(c) for c in order]
 
 
-def newest_share_figure(benchmark: Benchmark, styles: dict[str, LineStyle]) -> Figure | None:
+def newest_share_figure(
+    benchmark: Benchmark, styles: dict[str, LineStyle], band: str = "ci95"
+) -> Figure | None:
     """Share of test predictions on the newest experience's classes, per experience.
 
     The dashed black line is the share of test samples that belong to those classes (what
@@ -288,58 +434,41 @@ def newest_share_figure(benchmark: Benchmark, styles: dict[str, LineStyle]) -> F
     variants = [v for v in benchmark.variants if all("newest_share" in r.record for r in v.runs)]
     if not variants:
         return None
+    series = {v.label: _band(step_stats(v)["newest_share"], band) for v in variants}
+    texts, hidden = _labels(benchmark, {k: [m] for k, (m, _, _) in series.items()}, False)
     with _style():
         figure = _figure(COLUMN_WIDTH, 2.9)
         axes = figure.add_subplot()
-        x = benchmark.classes_seen
-        for variant in variants:
-            style = styles[variant.label]
-            mean, low, high = _band(step_stats(variant)["newest_share"])
-            axes.plot(
-                x,
-                mean,
-                color=style.colour,
-                marker=style.marker,
-                linestyle=style.linestyle,
-                label=variant.label,
-            )
-            if not np.isnan(low).all():
-                axes.fill_between(x, low, high, color=style.colour, alpha=0.2, linewidth=0)
+        x = experience_numbers(benchmark)
+        _plot_lines(axes, x, series, styles, texts, hidden)
         balanced, _, _ = _band(step_stats(variants[0])["balanced_newest_share"])
         axes.plot(x, balanced, color="black", linestyle="--", linewidth=1, label="test samples")
         axes.set_ylabel("predictions on newest classes (%)")
         axes.set_ylim(-3, 103)
-        _classes_axis(axes, benchmark)
+        _experience_axis(axes, benchmark)
         _legend(figure, len(variants) + 1)
     return figure
 
 
-def old_new_figure(benchmark: Benchmark, styles: dict[str, LineStyle]) -> Figure:
+def old_new_figure(
+    benchmark: Benchmark, styles: dict[str, LineStyle], band: str = "ci95"
+) -> Figure:
     """Accuracy on the old classes (top) and on the new experience's classes (bottom)."""
+    old = {v.label: _band(step_stats(v)["old_accuracy"], band) for v in benchmark.variants}
+    new = {v.label: _band(step_stats(v)["new_accuracy"], band) for v in benchmark.variants}
+    curves = {label: [old[label][0], new[label][0]] for label in old}
+    texts, hidden = _labels(benchmark, curves, False)
     with _style():
         figure = _figure(COLUMN_WIDTH, 3.9)
         top, bottom = figure.subplots(2, 1, sharex=True)
-        x = benchmark.classes_seen
-        for variant in benchmark.variants:
-            style = styles[variant.label]
-            per_step = step_stats(variant)
-            for axes, key in ((top, "old_accuracy"), (bottom, "new_accuracy")):
-                mean, low, high = _band(per_step[key])
-                axes.plot(
-                    x,
-                    mean,
-                    color=style.colour,
-                    marker=style.marker,
-                    linestyle=style.linestyle,
-                    label=variant.label if axes is top else None,
-                )
-                if not np.isnan(low).all():
-                    axes.fill_between(x, low, high, color=style.colour, alpha=0.2, linewidth=0)
+        x = experience_numbers(benchmark)
+        _plot_lines(top, x, old, styles, texts, hidden)
+        _plot_lines(bottom, x, new, styles, {}, hidden)
         top.set_ylabel("old classes (%)")
         bottom.set_ylabel("new classes (%)")
         for axes in (top, bottom):
             axes.set_ylim(-3, 103)
-        _classes_axis(bottom, benchmark)
+        _experience_axis(bottom, benchmark, top)
         _legend(figure, len(benchmark.variants))
     return figure
 

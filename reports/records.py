@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from reports.bibliography import ENTRIES, entry_key, legacy_name
+
 
 class ReportError(ValueError):
     """Bad input for a report: the message names the bad value and what is accepted."""
@@ -48,6 +50,8 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
     run_id: str | None = None
     paper: str | None = None
+    display_name: str | None = None  # how tables name the method (e.g. "WA")
+    references: list[str] | None = None  # BibTeX entries of its papers, one each
     seed_batch: list[int] | None = None  # seeds trained with this one as one batch
     class_order: list[int] | None = None  # original class ids in order of arrival
     experiences: list[list[int]] | None = None  # (T, classes of experience i)
@@ -134,6 +138,27 @@ def check_record(data: Any, path: Path | str) -> None:
     for key in ("run_id", "paper", "data_fingerprint", "features_fingerprint"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise _refuse(path, key, data[key], "a string")
+    name = data.get("display_name")
+    if name is not None and not (
+        isinstance(name, str)
+        and name.strip()
+        and len(name) <= 60
+        and name.isprintable()
+        and "|" not in name
+    ):
+        raise _refuse(
+            path, "display_name", name,
+            "a non-empty printable string of at most 60 characters, without '|'",
+        )  # fmt: skip
+    references = data.get("references")
+    if references is not None and not (
+        isinstance(references, list)
+        and all(isinstance(e, str) and entry_key(e) is not None for e in references)
+    ):
+        raise _refuse(
+            path, "references", references,
+            "a list of BibTeX entries, each one '@type{key, ...}' with balanced braces",
+        )  # fmt: skip
     seed = data["seed"]
     if not _is_int(seed) or not 0 <= seed < 2**32:
         raise _refuse(path, "seed", seed, "an integer in [0, 2**32)")
@@ -277,13 +302,24 @@ def row_order(strategy: str) -> tuple[int, str]:
 
 @dataclass
 class Variant:
-    """One strategy with one set of hyperparameters; its runs are its seeds, in order."""
+    """One strategy with one set of hyperparameters; its runs are its seeds, in order.
+
+    `label` names it by registry key (`ewc [lam=100]`), `name` as papers do (`EWC
+    [lam=100]`, from the records' `display_name`, reports.bibliography for older ones);
+    `references` are the BibTeX entries of its papers.
+    """
 
     label: str
     strategy: str
     hyperparameters: dict[str, Any]
     paper: str | None
     runs: list[Run] = field(default_factory=list)
+    name: str = ""
+    references: list[str] = field(default_factory=list)
+
+    @property
+    def cite_keys(self) -> list[str]:
+        return [entry_key(entry) for entry in self.references]
 
     @property
     def seeds(self) -> list[int]:
@@ -503,13 +539,32 @@ def _variants(runs: list[Run], benchmark: str, notes: list[str]) -> list[Variant
                         "strategy, hyperparameters and seed (move one of them away)"
                     )
             first = next(iter(chosen.values())).record
+            hyperparameters = json.loads(key)[1]
+            shown, references = _paper_name(first, hyperparameters)
             variants.append(
                 Variant(
                     label,
                     strategy,
-                    json.loads(key)[1],
+                    hyperparameters,
                     first.get("paper"),
                     [chosen[seed] for seed in sorted(chosen)],
+                    f"{shown} [{difference}]" if len(keys) > 1 else shown,
+                    references,
                 )
             )
-    return variants
+    names = [variant.name for variant in variants]
+    for variant in variants:  # two strategies that print alike: tell them apart by key
+        if names.count(variant.name) > 1:
+            variant.name = f"{variant.name} ({variant.label})"
+    # Methods in the order of their printed names (a paper's reader looks them up by it).
+    return sorted(variants, key=lambda v: (row_order(v.strategy)[0], v.name.lower(), v.label))
+
+
+def _paper_name(record: dict[str, Any], hyperparameters: dict[str, Any]) -> tuple[str, list[str]]:
+    """(display name, BibTeX entries) as the record states them, else as
+    reports.bibliography knows them for records written before they carried them."""
+    if "display_name" in record:
+        entries = record.get("references") or []
+        return record["display_name"], [ENTRIES.get(entry_key(e), e.strip()) for e in entries]
+    name, keys = legacy_name(record["strategy"], hyperparameters)
+    return name, [ENTRIES[key] for key in keys]

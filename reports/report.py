@@ -22,45 +22,69 @@ from matplotlib.figure import Figure
 from reports import aggregate, citation, html, plots, tables
 from reports.atomic import atomic_write_bytes
 from reports.metrics import REPORT_METRICS
-from reports.options import BY_CHOICES, add_arguments, parse_formats
-from reports.records import Benchmark, ReportError, group, load_runs
+from reports.options import (
+    BAND_CHOICES,
+    BY_CHOICES,
+    NAMES_CHOICES,
+    add_arguments,
+    parse_formats,
+)
+from reports.records import Benchmark, ReportError, group, load_runs, row_order
 
 IMAGE_FORMATS = ("png", "pdf", "svg")
 
-FIGURES = {
-    "accuracy": (
-        "Accuracy on seen classes",
-        "Accuracy on all classes seen so far after each experience, one line per strategy; "
-        "the band is the 95% Student-t confidence interval over seeds.",
-    ),
-    "heatmaps": (
-        "Accuracy matrices",
-        "R[i, j]: accuracy (%) on experience j's classes after training experience i, mean "
-        "over seeds, one panel per strategy.",
-    ),
-    "bars": (
-        "Final accuracy and forgetting",
-        "Final average accuracy (%) and forgetting (Chaudhry et al. 2018, percentage points) "
-        "per strategy; error bars: 95% Student-t confidence interval over seeds.",
-    ),
-    "weight_norms": (
-        "Head weight norms",
-        "L2 norm of each class's row of the head after the last experience (mean over "
-        "seeds), classes in order of arrival; dotted lines separate experiences. Naive "
-        "training inflates the newest rows, Weight Aligning equalises them.",
-    ),
-    "newest_share": (
-        "Predictions on the newest classes",
-        "Share of test predictions that fall on the newest experience's classes; the dashed "
-        "black line is their share of the test samples (an unbiased head's rate).",
-    ),
-    "old_new": (
-        "Old and new classes",
-        "Accuracy on the classes of earlier experiences (old) and of the experience just "
-        "learned (new) after each experience; bands: 95% confidence interval over seeds.",
-    ),
+BAND_TEXT = {
+    "ci95": "the 95% Student-t confidence interval over seeds",
+    "std": "± one standard deviation over seeds (n − 1)",
+    "none": None,
 }
-"""Figure name -> (title, what it shows), in the order the reports show them."""
+
+
+def figure_captions(band: str = "ci95") -> dict[str, tuple[str, str]]:
+    """Figure name -> (title, what it shows), in the order the reports show them; the
+    bands and error bars described as `band` draws them."""
+    spread = BAND_TEXT[band]
+    bands = f"the band is {spread}." if spread else "no band drawn."
+    bars = f"error bars: {spread}." if spread else "no error bars."
+    steps = "experiences numbered 1..T (classes seen on the top axis)"
+    return {
+        "accuracy": (
+            "Accuracy on seen classes",
+            f"Accuracy (%) on all classes seen so far after each experience ({steps}), one "
+            f"line per strategy; {bands}",
+        ),
+        "heatmaps": (
+            "Accuracy matrices",
+            "R[i, j]: accuracy (%) on experience j's classes after training experience i "
+            "(experiences numbered 1..T), mean over seeds, one panel per strategy.",
+        ),
+        "bars": (
+            "Final accuracy and forgetting",
+            "Final average accuracy (%) and forgetting (Chaudhry et al. 2018, percentage "
+            f"points) per strategy; {bars}",
+        ),
+        "weight_norms": (
+            "Head weight norms",
+            "L2 norm of each class's row of the head after the last experience (mean over "
+            "seeds), classes in order of arrival; dotted lines separate experiences. Naive "
+            "training inflates the newest rows, Weight Aligning equalises them.",
+        ),
+        "newest_share": (
+            "Predictions on the newest classes",
+            f"Share (%) of test predictions that fall on the newest experience's classes "
+            f"({steps}); the dashed black line is their share of the test samples (an "
+            f"unbiased head's rate); {bands}",
+        ),
+        "old_new": (
+            "Old and new classes",
+            "Accuracy (%) on the classes of earlier experiences (old) and of the experience "
+            f"just learned (new) after each experience ({steps}); {bands}",
+        ),
+    }
+
+
+FIGURES = figure_captions()
+"""The figures with the default band (95% intervals)."""
 
 
 def slug(text: str) -> str:
@@ -90,6 +114,29 @@ def describe_benchmark(benchmark: Benchmark) -> str:
         f"class order {order_text}, B{scenario.get('initial_classes', '?')} "
         f"Inc{scenario.get('increment', '?')} ({len(benchmark.experiences)} experiences), "
         f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"
+    )
+
+
+def table_caption(benchmarks: list[Benchmark]) -> str:
+    """What a table compares and in which units, in a sentence or two (the benchmarks'
+    full setup is in the report's text, not in the caption)."""
+    parts = []
+    for benchmark in benchmarks:
+        config = benchmark.config
+        scenario = config.get("scenario", {})
+        parts.append(
+            f"{benchmark.label} ({config.get('dataset', {}).get('name', 'unknown')}, frozen "
+            f"{config.get('backbone', {}).get('name', 'unknown')} backbone, "
+            f"B{scenario.get('initial_classes', '?')} Inc{scenario.get('increment', '?')}, "
+            f"{len(benchmark.experiences)} experiences, {len(benchmark.seeds)} seeds)"
+        )
+    return (
+        "Class-incremental learning on "
+        + "; ".join(parts)
+        + ". Final and average incremental accuracy in %; forgetting, drop since learned "
+        "and BWT in percentage points (pp); mean ± std over seeds. Bold: the best method "
+        "per column when no other has the same value. The lower bound (first row) and the "
+        "upper bound (last row) are references, not ranked."
     )
 
 
@@ -157,16 +204,20 @@ def _summary_stats(
 
 
 def _figures(
-    benchmark: Benchmark, summary: pd.DataFrame, styles: dict[str, plots.LineStyle]
+    benchmark: Benchmark,
+    summary: pd.DataFrame,
+    styles: dict[str, plots.LineStyle],
+    band: str,
 ) -> dict[str, Figure]:
     """The figures of one benchmark, by name (as in FIGURES); those without data left out."""
+    stats = _summary_stats(summary, benchmark)
     figures = {
-        "accuracy": plots.accuracy_figure(benchmark, styles),
+        "accuracy": plots.accuracy_figure(benchmark, styles, band),
         "heatmaps": plots.heatmap_figure(benchmark),
-        "bars": plots.bars_figure(benchmark, _summary_stats(summary, benchmark), styles),
+        "bars": plots.bars_figure(benchmark, stats, styles, band),
         "weight_norms": plots.weight_norms_figure(benchmark, styles),
-        "newest_share": plots.newest_share_figure(benchmark, styles),
-        "old_new": plots.old_new_figure(benchmark, styles),
+        "newest_share": plots.newest_share_figure(benchmark, styles, band),
+        "old_new": plots.old_new_figure(benchmark, styles, band),
     }
     return {name: figure for name, figure in figures.items() if figure is not None}
 
@@ -175,7 +226,6 @@ def _markdown_tables(model: tables.TableModel) -> list[str]:
     return [
         model.caption + "\n",
         tables.markdown_table(model),
-        f"({tables.UNITS}.)\n",
         *(f"> Note: {note}\n" for note in model.notes),
         "95% confidence intervals (Student t, n − 1 degrees of freedom):\n",
         tables.markdown_intervals(model),
@@ -186,31 +236,59 @@ def _markdown_tables(model: tables.TableModel) -> list[str]:
 
 def _terminal_summary(model: tables.TableModel) -> str:
     notes = "".join(f"Note: {note}\n" for note in model.notes)
-    return f"{model.caption}\n{tables.UNITS}\n\n{tables.markdown_table(model)}{notes}"
+    return f"{model.caption}\n\n{tables.markdown_table(model)}{notes}"
+
+
+def _rows(benchmarks: list[Benchmark]) -> dict[str, tables.Row]:
+    """How the tables print each strategy label: its name, cited keys and row group."""
+    rows: dict[str, tables.Row] = {}
+    for benchmark in benchmarks:
+        for variant in benchmark.variants:
+            group = row_order(variant.strategy)[0]
+            rows.setdefault(
+                variant.label, tables.Row(variant.name, tuple(variant.cite_keys), group)
+            )
+    return rows
 
 
 def build(
-    results_dir: Path, formats: list[str], by: str | None = None, source: str | None = None
+    results_dir: Path,
+    formats: list[str],
+    by: str | None = None,
+    source: str | None = None,
+    names: str = "display",
+    band: str = "ci95",
 ) -> Report:
-    """Every file of the report, in memory. ReportError on bad input; nothing written."""
+    """Every file of the report, in memory. ReportError on bad input; nothing written.
+
+    `names`: "display" prints the strategies as papers name them (WA, LwF), "registry" by
+    their registry keys; `band`: what the figures draw around a mean (ci95, std, none).
+    """
     if by is not None and by not in BY_CHOICES:
         raise ReportError(f"--by {by!r}: unknown; accepted: {', '.join(BY_CHOICES)}")
+    if names not in NAMES_CHOICES:
+        raise ReportError(f"--names {names!r}: unknown; accepted: {', '.join(NAMES_CHOICES)}")
+    if band not in BAND_CHOICES:
+        raise ReportError(f"--band {band!r}: unknown; accepted: {', '.join(BAND_CHOICES)}")
     benchmarks = group(load_runs(results_dir))
+    if names == "registry":
+        for benchmark in benchmarks:
+            for variant in benchmark.variants:
+                variant.name = variant.label
+            benchmark.variants.sort(key=lambda v: (row_order(v.strategy), v.label))
     source = source or str(results_dir)
     version = citation.headbench_version()
     made_with = citation.made_with(version)
     papers = citation.strategy_papers(benchmarks)
-    papers_text = "Strategies: " + "; ".join(f"{name}: {paper}" for name, paper in papers) + "."
     summary = aggregate.summarise_all(benchmarks)
-    labels = list(dict.fromkeys(v.label for b in benchmarks for v in b.variants))
-    styles = plots.strategy_styles(labels)
+    styles = plots.strategy_styles([(v.label, v.strategy) for b in benchmarks for v in b.variants])
+    captions = figure_captions(band)
+    rows = _rows(benchmarks)
     report = Report()
 
     models = {
         b.label: tables.table_model(
-            summary[summary["benchmark"] == b.label],
-            describe_benchmark(b) + ". Mean ± std over seeds; best per column in bold.",
-            seed_notes(b),
+            summary[summary["benchmark"] == b.label], table_caption([b]), seed_notes(b), rows
         )
         for b in benchmarks
     }
@@ -218,17 +296,24 @@ def build(
     if by == "benchmark":
         wide = tables.table_model(
             summary,
-            "; ".join(describe_benchmark(b) for b in benchmarks)
-            + ". Mean ± std over seeds; best per column in bold.",
+            table_caption(benchmarks),
             [note for b in benchmarks for note in seed_notes(b)],
+            rows,
         )
 
     markdown = ["# headbench report\n", f"{made_with}\n"]
-    summaries, latex = [], []
+    summaries = []
+    latex: dict[str, list[str]] = {"wide": [], "column": []}
+
+    def add_latex(model: tables.TableModel, label: str) -> None:
+        for layout, texts in latex.items():
+            suffix = "" if layout == "wide" else "-column"
+            texts.append(tables.latex_table(model, label + suffix, made_with, layout))
+
     if wide is not None:
         markdown += ["## All benchmarks\n", *_markdown_tables(wide)]
         summaries.append(_terminal_summary(wide))
-        latex.append(tables.latex_table(wide, "tab:headbench", f"{papers_text} {made_with}"))
+        add_latex(wide, "tab:headbench")
 
     want_images = [f for f in formats if f in IMAGE_FORMATS]
     need_png = "png" in formats or "html" in formats
@@ -237,16 +322,15 @@ def build(
         model = models[benchmark.label]
         name = slug(benchmark.label)
         markdown.append(f"## {benchmark.label}\n")
+        markdown.append(f"Setup: {describe_benchmark(benchmark)}.\n")
         if wide is None:
             markdown += _markdown_tables(model)
             summaries.append(_terminal_summary(model))
-            latex.append(
-                tables.latex_table(model, f"tab:headbench-{name}", f"{papers_text} {made_with}")
-            )
-        figures = _figures(benchmark, summary, styles) if want_images or need_png else {}
+            add_latex(model, f"tab:headbench-{name}")
+        figures = _figures(benchmark, summary, styles, band) if want_images or need_png else {}
         embedded, listed = [], []
         for figure_name, figure in figures.items():
-            title, caption = FIGURES[figure_name]
+            title, caption = captions[figure_name]
             png = plots.render(figure, "png") if need_png else b""
             for image_format in want_images:
                 path = f"figures/{name}-{figure_name}.{image_format}"
@@ -281,7 +365,10 @@ def build(
     if "md" in formats:
         report.files["report.md"] = report.markdown.encode()
     if "latex" in formats:
-        report.files["tables.tex"] = "\n".join(latex).encode()
+        report.files["tables.tex"] = "\n".join(latex["wide"]).encode()
+        report.files["tables-column.tex"] = "\n".join(latex["column"]).encode()
+        entries = [e for b in benchmarks for v in b.variants for e in v.references]
+        report.files["references.bib"] = tables.bibtex(entries).encode()
     if "csv" in formats:
         report.files["summary.csv"] = summary.to_csv(index=False).encode()
         report.files["steps.csv"] = aggregate.steps_frame(benchmarks).to_csv(index=False).encode()
@@ -333,18 +420,27 @@ def make_report(
     out: str | Path | None = None,
     formats: str | None = None,
     by: str | None = None,
+    names: str = "display",
+    band: str = "ci95",
 ) -> tuple[Report, Path, list[Path]]:
     """Check, build and write a report; returns it, its folder and the files written."""
     chosen = parse_formats(formats)
     results = Path(results_dir)
-    report = build(results, chosen, by, source=str(results_dir))
+    report = build(results, chosen, by, source=str(results_dir), names=names, band=band)
     target = Path(out) if out is not None else results / "report"
     return report, target, write(report, target)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """Write the report, print its Markdown tables and the files; ReportError propagates."""
-    report, out, written = make_report(args.results, args.out, args.formats, args.by)
+    report, out, written = make_report(
+        args.results,
+        args.out,
+        args.formats,
+        args.by,
+        getattr(args, "names", "display"),
+        getattr(args, "band", "ci95"),
+    )
     print(report.summary)
     print(f"report: {len(written)} files in {out}/:")
     for path in written:

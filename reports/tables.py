@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 
 import pandas as pd
 
+from reports.bibliography import entry_key
 from reports.metrics import REPORT_METRICS
 
 
@@ -30,34 +31,52 @@ def _cell(mean: float, std: float) -> str:
 # `headbench report`: multi-seed tables in Markdown, LaTeX (booktabs) and HTML, all drawn
 # from the tidy summary of reports.aggregate (one row per benchmark × strategy × metric).
 
+UNIT = {
+    "final_accuracy": "%",
+    "average_incremental_accuracy": "%",
+    "forgetting": "pp",
+    "drop_since_learned": "pp",
+    "bwt": "pp",
+}
+"""Each report metric's unit: accuracies in percent, the differences of accuracies in
+percentage points (pp)."""
 UNITS = (
-    "accuracies in %, forgetting, drop since learned and BWT in percentage points; "
+    "accuracies in %, forgetting, drop since learned and BWT in percentage points (pp); "
     "mean ± std over seeds (n − 1); ↑ higher is better, ↓ lower is better; "
-    "bold: best per column; naive (lower bound) and joint (upper bound) are references, "
-    "listed first and last, never ranked"
+    "bold: the best method per column, only when it is the only one with that value "
+    "(ties are not bolded); the lower bound (listed first) and the upper bound (listed "
+    "last) are references, never ranked or bolded"
 )
 LATEX_HEADERS = {
-    "final_accuracy": "Final acc.",
-    "average_incremental_accuracy": "Avg.\\ inc.\\ acc.",
-    "forgetting": "Forgetting",
-    "drop_since_learned": "Drop",
-    "bwt": "BWT",
+    "final_accuracy": "Final acc.\\ (\\%)",
+    "average_incremental_accuracy": "Avg.\\ inc.\\ acc.\\ (\\%)",
+    "forgetting": "Forgetting (pp)",
+    "drop_since_learned": "Drop (pp)",
+    "bwt": "BWT (pp)",
 }
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One table cell: a metric over the seeds of one strategy on one benchmark."""
+    """One table cell: a metric over the seeds of one strategy on one benchmark. `best`:
+    the only method with the best shown mean in its column (ties bold nobody)."""
 
     mean: float
     std: float
     ci95_low: float
     ci95_high: float
     rank: int | None
+    best: bool = False
 
-    @property
-    def best(self) -> bool:
-        return self.rank == 1
+
+@dataclass(frozen=True)
+class Row:
+    """How a table prints one strategy: its name, the keys it cites, its group (0: lower
+    bound, 1: method, 2: upper bound; the rows are already in this order)."""
+
+    name: str
+    cite_keys: tuple[str, ...] = ()
+    group: int = 1
 
 
 @dataclass
@@ -71,30 +90,42 @@ class TableModel:
     cells: dict[tuple[str, str, str], Cell]  # (strategy, benchmark, metric)
     seeds: dict[tuple[str, str], int]  # (strategy, benchmark) -> runs
     notes: list[str]
+    rows: dict[str, Row] = field(default_factory=dict)  # strategy label -> how to print it
 
     def cell(self, strategy: str, benchmark: str, metric: str) -> Cell | None:
         return self.cells.get((strategy, benchmark, metric))
 
+    def row(self, strategy: str) -> Row:
+        return self.rows.get(strategy, Row(strategy))
 
-def table_model(summary: pd.DataFrame, caption: str, notes: list[str]) -> TableModel:
+
+def table_model(
+    summary: pd.DataFrame, caption: str, notes: list[str], rows: dict[str, Row] | None = None
+) -> TableModel:
     """The table of the benchmarks in `summary` (SUMMARY_COLUMNS rows), strategies in order."""
     benchmarks = list(dict.fromkeys(summary["benchmark"]))
     strategies = list(dict.fromkeys(summary["strategy"]))
     metrics = list(dict.fromkeys(summary["metric"]))
+    firsts = (
+        summary[summary["rank"].eq(1).fillna(False).astype(bool)]
+        .groupby(["benchmark", "metric"])
+        .size()
+    )
     cells, seeds = {}, {}
     for row in summary.itertuples(index=False):
         rank = None if pd.isna(row.rank) else int(row.rank)
+        unique = rank == 1 and firsts.get((row.benchmark, row.metric), 0) == 1
         cells[row.strategy, row.benchmark, row.metric] = Cell(
-            row.mean, row.std, row.ci95_low, row.ci95_high, rank
+            row.mean, row.std, row.ci95_low, row.ci95_high, rank, unique
         )
         if row.metric == "final_accuracy":  # defined for every run, so n = the runs
             seeds[row.strategy, row.benchmark] = int(row.n)
-    return TableModel(caption, benchmarks, metrics, strategies, cells, seeds, notes)
+    return TableModel(caption, benchmarks, metrics, strategies, cells, seeds, notes, rows or {})
 
 
 def _header(metric: str) -> str:
     name, higher_is_better = REPORT_METRICS[metric]
-    return f"{name} {'↑' if higher_is_better else '↓'}"
+    return f"{name} ({UNIT[metric]}) {'↑' if higher_is_better else '↓'}"
 
 
 def _percent(value: float) -> str:
@@ -122,7 +153,7 @@ def _markdown_grid(model: TableModel, value: Callable[[Cell], str]) -> str:
         header.append(f"{benchmark}: {name}" if wide else name)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for strategy in model.strategies:
-        cells = [strategy]
+        cells = [model.row(strategy).name]
         for benchmark, metric in _columns(model):
             if metric is None:
                 seeds = model.seeds.get((strategy, benchmark))
@@ -194,22 +225,39 @@ def _latex_value(cell: Cell | None) -> str:
     return rf"$\mathbf{{{text}}}$" if cell.best else f"${text}$"
 
 
-def latex_table(model: TableModel, label: str, footer: str) -> str:
-    """A booktabs `table*` float: `mean ± std` cells, the best per column in bold.
+LATEX_PACKAGES = r"\usepackage{booktabs}, \usepackage{graphicx}"
+LATEX_LAYOUTS = {
+    "wide": ("table*", r"\textwidth", "spans both columns of a two-column paper"),
+    "column": ("table", r"\columnwidth", "fits one column"),
+}
+"""Layout -> (float, the width the tabular is held to, what it is for)."""
 
-    Needs only `\\usepackage{booktabs}`; compiles as-is inside a minimal document.
+
+def _latex_name(row: Row) -> str:
+    name = latex_escape(row.name)
+    return rf"{name}~\cite{{{','.join(row.cite_keys)}}}" if row.cite_keys else name
+
+
+def latex_table(model: TableModel, label: str, comment: str, layout: str = "wide") -> str:
+    """A booktabs table float: `mean ± std` cells, a unique best per column in bold, the
+    strategies' papers cited (`\\cite`, keys in references.bib), the bounds set apart by
+    rules. `layout` "wide" is a `table*` held to `\\textwidth`, "column" a `table` held to
+    `\\columnwidth`: a tabular wider than that is scaled down to it (`\\resizebox`), a
+    narrower one keeps its size. Needs `\\usepackage{booktabs}` and `{graphicx}`.
     """
+    environment, width, purpose = LATEX_LAYOUTS[layout]
     wide = len(model.benchmarks) > 1
     per_group = len(model.metrics) + 1
     columns = _columns(model)
     lines = [
-        "% Made by headbench report; needs \\usepackage{booktabs} in the preamble.",
-        "% table*: spans both columns of a two-column paper (as table in a one-column one).",
-        r"\begin{table*}[t]",
+        f"% Made by headbench report; needs {LATEX_PACKAGES} and the entries of references.bib.",
+        f"% {environment}: {purpose}. {comment}",
+        rf"\begin{{{environment}}}[t]",
         r"\centering",
         rf"\caption{{{latex_escape(model.caption)}}}",
         rf"\label{{{label}}}",
         r"\small",
+        rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%",
         rf"\begin{{tabular}}{{l{'r' * len(columns)}}}",
         r"\toprule",
     ]
@@ -232,8 +280,13 @@ def latex_table(model: TableModel, label: str, footer: str) -> str:
             arrow = r"$\uparrow$" if REPORT_METRICS[metric][1] else r"$\downarrow$"
             header.append(f"{LATEX_HEADERS[metric]} {arrow}")
     lines += [" & ".join(header) + r" \\", r"\midrule"]
+    previous = None
     for strategy in model.strategies:
-        cells = [latex_escape(strategy)]
+        row = model.row(strategy)
+        if previous is not None and row.group != previous:
+            lines.append(r"\midrule")  # the bounds apart from the methods
+        previous = row.group
+        cells = [_latex_name(row)]
         for benchmark, metric in columns:
             if metric is None:
                 seeds = model.seeds.get((strategy, benchmark))
@@ -241,11 +294,23 @@ def latex_table(model: TableModel, label: str, footer: str) -> str:
             else:
                 cells.append(_latex_value(model.cell(strategy, benchmark, metric)))
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    notes = [*model.notes, footer]
-    lines += [r"\par\smallskip", r"{\footnotesize " + latex_escape(" ".join(notes)) + "\\par}"]
-    lines.append(r"\end{table*}")
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    if model.notes:
+        lines += [
+            r"\par\smallskip",
+            r"{\footnotesize " + latex_escape(" ".join(model.notes)) + "\\par}",
+        ]
+    lines.append(rf"\end{{{environment}}}")
     return "\n".join(lines) + "\n"
+
+
+def bibtex(entries: list[str]) -> str:
+    """references.bib: each entry once (by key, first kept), in the order given."""
+    unique = {}
+    for entry in entries:
+        unique.setdefault(entry_key(entry), entry.strip())
+    header = "% The papers of the strategies cited in tables.tex (made by headbench report).\n"
+    return header + "".join(f"\n{entry}\n" for entry in unique.values())
 
 
 # HTML -----------------------------------------------------------------------------------
@@ -271,7 +336,7 @@ def html_table(model: TableModel) -> str:
     )
     parts += [f"<tr><th>strategy</th>{header}</tr>", "</thead>", "<tbody>"]
     for strategy in model.strategies:
-        cells = [f'<th scope="row">{escape(strategy)}</th>']
+        cells = [f'<th scope="row">{escape(model.row(strategy).name)}</th>']
         for benchmark, metric in _columns(model):
             if metric is None:
                 seeds = model.seeds.get((strategy, benchmark))

@@ -258,6 +258,9 @@ class Strategy(GrowingBuffers):
 
     name: ClassVar[str]
     paper: ClassVar[str]
+    display_name: ClassVar[str | None] = None  # as tables and legends name it; None: `name`
+    cite_keys: ClassVar[tuple[str, ...]] = ()  # BibTeX keys of its papers
+    bibtex: ClassVar[tuple[str, ...]] = ()  # entries for keys headbench's bibliography lacks
     Config: ClassVar[type]
     trains_on_all_seen: ClassVar[bool] = False
     trains_head: ClassVar[bool] = True  # False: no minibatch loop (statistics-only methods)
@@ -281,6 +284,12 @@ class Strategy(GrowingBuffers):
                 self.config.memory_selection,
                 getattr(self.config, "memory_holdout", 0.0),
             )
+
+    @classmethod
+    def paper_name(cls, config: Any) -> tuple[str, tuple[str, ...]]:
+        """(display name, citation keys) of the method this config runs; reports print
+        them (reports.bibliography holds the BibTeX of the keys)."""
+        return cls.display_name or cls.name, cls.cite_keys
 
     @classmethod
     def overrides(cls, hook: str) -> bool:

@@ -75,6 +75,8 @@ class BiC(DistillingStrategy):
     """Replay with distillation, then a learned α·o + β on the newest classes' logits."""
 
     paper = "Wu et al., Large Scale Incremental Learning, CVPR 2019"
+    display_name = "BiC"
+    cite_keys = ("wu2019large",)
     Config = BiCConfig
 
     def __init__(self, config: BiCConfig | None = None) -> None:

@@ -119,7 +119,15 @@ class EWC(Strategy):
     """Cross-entropy plus λ/2 · Σ F (θ − θ*)² over the head's parameters."""
 
     paper = "Kirkpatrick et al., Overcoming catastrophic forgetting, PNAS 2017"
+    display_name = "EWC"
+    cite_keys = ("kirkpatrick2017overcoming",)
     Config = EWCConfig
+
+    @classmethod
+    def paper_name(cls, config: EWCConfig) -> tuple[str, tuple[str, ...]]:
+        if config.mode == "online":  # Schwarz et al.'s name for it
+            return "Online EWC", (*cls.cite_keys, "schwarz2018progress")
+        return cls.display_name, cls.cite_keys
 
     def __init__(self, config: EWCConfig | None = None) -> None:
         super().__init__(config)

@@ -26,6 +26,7 @@ class Joint(Strategy):
     """Cross-entropy over all seen classes on all seen data, head re-initialised."""
 
     paper = "Upper bound (i.i.d. training on all seen data)"
+    display_name = "Joint"
     Config = JointConfig
     trains_on_all_seen = True
 

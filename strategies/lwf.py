@@ -57,6 +57,8 @@ class LwF(DistillingStrategy):
     """Cross-entropy on new data plus distillation towards the head's previous outputs."""
 
     paper = "Li & Hoiem, Learning without Forgetting, ECCV 2016"
+    display_name = "LwF"
+    cite_keys = ("li2018learning",)
     Config = LwFConfig
 
     def validate(self, experience_sizes: Sequence[int]) -> None:

@@ -27,4 +27,5 @@ class Naive(Strategy):
     """Cross-entropy over all seen classes on the current experience's data."""
 
     paper = "Lower bound (fine-tuning); no paper"
+    display_name = "Fine-tuning"
     Config = NaiveConfig

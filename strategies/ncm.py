@@ -1,7 +1,9 @@
 """Nearest class mean: a class scores by the similarity of a feature to the mean of that
 class's training features (its prototype); nothing is trained.
 
-Rebuffi et al., "iCaRL: Incremental Classifier and Representation Learning", CVPR 2017
+Mensink et al., "Distance-Based Image Classification: Generalizing to New Classes at
+Near-Zero Cost", TPAMI 2013 (the nearest class mean classifier); Rebuffi et al., "iCaRL:
+Incremental Classifier and Representation Learning", CVPR 2017
 (nearest-mean-of-exemplars classification), as used on a frozen pretrained backbone by
 Zhou et al., "Revisiting Class-Incremental Learning with Pre-Trained Models:
 Generalizability and Adaptivity are All You Need", 2023 (SimpleCIL).
@@ -59,6 +61,8 @@ class NCM(Strategy):
     """Prototype classifier: class means of the features, nearest by cosine or distance."""
 
     paper = "Rebuffi et al., iCaRL, CVPR 2017; Zhou et al., SimpleCIL, 2023"
+    display_name = "NCM"
+    cite_keys = ("mensink2013distance", "rebuffi2017icarl", "zhou2024revisiting")
     Config = NCMConfig
     trains_head = False
 

@@ -30,4 +30,6 @@ class Replay(Naive):
     """Cross-entropy over all seen classes on new data plus the exemplar memory."""
 
     paper = "Rebuffi et al., iCaRL, CVPR 2017 (exemplar memory and herding)"
+    display_name = "Replay"
+    cite_keys = ("rebuffi2017icarl",)
     Config = ReplayStrategyConfig

@@ -109,8 +109,16 @@ class Ridge(Strategy):
     """Ridge regression on one-hot targets over random ReLU features, exact at every step."""
 
     paper = "McDonnell et al., RanPAC, NeurIPS 2023; Zhuang et al., ACIL, NeurIPS 2022"
+    display_name = "RanPAC"
+    cite_keys = ("mcdonnell2023ranpac",)
     Config = RidgeConfig
     trains_head = False
+
+    @classmethod
+    def paper_name(cls, config: RidgeConfig) -> tuple[str, tuple[str, ...]]:
+        if config.method == "acil":
+            return "ACIL", ("zhuang2022acil",)
+        return cls.display_name, cls.cite_keys
 
     def __init__(self, config: RidgeConfig | None = None) -> None:
         super().__init__(config)

@@ -45,4 +45,6 @@ class SeqStar(Naive):
     """Cross-entropy over all seen classes on new data; only the new rows train."""
 
     paper = "Zheng, Qiu & Ma, Learn or Recall? (SEQ*), ACL 2024"
+    display_name = "SEQ*"
+    cite_keys = ("zheng2024learn",)
     Config = SeqStarConfig

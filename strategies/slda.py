@@ -97,6 +97,8 @@ class SLDA(Strategy):
     """Streaming class means and shared covariance; the linear discriminant scores."""
 
     paper = "Hayes & Kanan, Deep Streaming LDA, CVPR Workshops 2020"
+    display_name = "SLDA"
+    cite_keys = ("hayes2020lifelong",)
     Config = SLDAConfig
     trains_head = False
 

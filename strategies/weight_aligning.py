@@ -70,6 +70,8 @@ class WeightAligning(DistillingStrategy):
     """Distillation while training; new rows rescaled to the old rows' mean norm after."""
 
     paper = "Zhao et al., Maintaining Discrimination and Fairness in CIL, CVPR 2020"
+    display_name = "WA"
+    cite_keys = ("zhao2020maintaining",)
     Config = WeightAligningConfig
     head_kinds = ("linear",)  # a cosine head normalises the aligned norms away
 

@@ -19,6 +19,7 @@ import torch
 from conftest import make_blobs, write_config
 
 import benchmarks
+import strategies
 from benchmarks import engine
 from benchmarks.cli import main
 from benchmarks.config import find_config
@@ -100,6 +101,13 @@ def table_rows(text: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in body]
 
 
+def printed(keys) -> list[str]:
+    """How tables print these strategies: each class's display name at its defaults."""
+    return [
+        strategies.get_strategy(k).paper_name(strategies.get_strategy(k).Config())[0] for k in keys
+    ]
+
+
 def run_blobs(
     capsys: pytest.CaptureFixture, config: Path, out: Path, options: str = ""
 ) -> list[dict]:
@@ -124,7 +132,7 @@ def test_features_run_prints_one_table_row_per_strategy_and_the_results_path(
     assert code == 0, stderr
     assert stderr == ""  # --quiet: no progress bars, no log lines
     rows = table_rows(stdout)
-    assert sorted(row[0] for row in rows) == sorted(ALL_STRATEGIES)
+    assert sorted(row[0] for row in rows) == sorted(printed(ALL_STRATEGIES))
     assert all(row[-1] == "1" for row in rows)  # one seed each
     assert f"{out}/summary.md" in stdout
     assert f"{out}/summary.csv" in stdout
@@ -242,9 +250,9 @@ def test_a_partial_run_adds_its_rows_and_keeps_the_others(config_file, tmp_path,
         capsys, "run", config_file, "--out", out, "--quiet", "--strategy", "ncm"
     )
     assert code == 0, stderr
-    assert sorted(row[0] for row in table_rows(stdout)) == ["naive", "ncm"]
+    assert sorted(row[0] for row in table_rows(stdout)) == ["Fine-tuning", "NCM"]
     assert set(pd.read_csv(out / "summary.csv")["strategy"]) == {"naive", "ncm"}
-    assert "| naive |" in (out / "summary.md").read_text()
+    assert "| Fine-tuning |" in (out / "summary.md").read_text()
     assert (
         f"results: {out}/summary.md, {out}/summary.csv (2 records in {out}/runs/, 1 written "
         "now)" in stdout
@@ -283,7 +291,7 @@ def test_python_dash_m_benchmarks_runs_in_a_subprocess(config_file, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert sorted(row[0] for row in table_rows(result.stdout)) == sorted(ALL_STRATEGIES)
+    assert sorted(row[0] for row in table_rows(result.stdout)) == sorted(printed(ALL_STRATEGIES))
     assert f"{out}/summary.md" in result.stdout
     assert runs_of(read_records(out)) == sorted((name, 0) for name in ALL_STRATEGIES)
 
@@ -571,7 +579,7 @@ def test_a_diverging_run_is_listed_and_the_others_go_on(config_file, tmp_path, c
     assert code == 1
     assert runs_of(read_records(out)) == [("naive", 0), ("naive", 1)]
     summary = (out / "summary.md").read_text()
-    assert "| naive |" in summary and "| ewc |" not in summary
+    assert "| Fine-tuning |" in summary and "| EWC |" not in summary
     assert "- ewc seed 0: ewc: lr·λ·max F = 0.1·1e+09·" in summary and "- ewc seed 1:" in summary
     assert "passes SGD's stability limit" in summary
     assert "Failed runs" in stdout

@@ -19,6 +19,7 @@ from matplotlib.colors import to_hex
 from PIL import Image
 from test_reports_support import make_record, write_records
 
+import strategies
 from reports import plots
 from reports.aggregate import Stats
 from reports.records import group, load_runs
@@ -72,7 +73,7 @@ def test_accuracy_figure_has_one_line_per_strategy_with_the_mean_over_seeds(toy_
         line = lines[f"{strategy} (n={len(matrices)})"]
         expected = [100 * np.mean([np.mean(m[i][: i + 1]) for m in matrices]) for i in range(3)]
         assert line.get_ydata() == pytest.approx(expected)
-        assert list(line.get_xdata()) == [2, 4, 6]  # classes seen
+        assert list(line.get_xdata()) == [1, 2, 3]  # experiences, numbered 1..T
         assert to_hex(line.get_color()) == styles[strategy].colour.lower()
     # A 95% band for each strategy with two or more seeds: first and second, not third.
     assert len(axes.collections) == 2
@@ -118,7 +119,9 @@ def test_weight_norms_figure_plots_the_last_norms_per_class(toy_benchmark, style
     figure = plots.weight_norms_figure(toy_benchmark, styles)
     (axes,) = figure.axes
     lines = labelled_lines(axes)
-    assert set(lines) == set(MATRICES)
+    # make_record gives every strategy the same norms: the later curves lie on the first
+    # and their legend entries say so.
+    assert set(lines) == {"first", "second = first", "third = first"}
     # make_record's norms after the last experience: 1.0 + 0.1·c for classes 0..5.
     assert lines["first"].get_ydata() == pytest.approx([1.0 + 0.1 * c for c in range(6)])
     assert [t.get_text() for t in axes.get_xticklabels()] == [f"class{c}" for c in range(6)]
@@ -131,7 +134,8 @@ def test_weight_norms_figure_compares_naive_and_weight_aligning_only(tmp_path):
     figure = plots.weight_norms_figure(
         benchmark, plots.strategy_styles(["naive", "weight_aligning", "slda"])
     )
-    assert set(labelled_lines(figure.axes[0])) == {"naive", "weight_aligning"}
+    # Printed names (the records carry none: the frozen table of older records gives them).
+    assert set(labelled_lines(figure.axes[0])) == {"Fine-tuning", "WA = Fine-tuning"}
 
 
 def test_weight_norms_figure_is_left_out_when_no_record_saved_norms(tmp_path, styles):
@@ -147,7 +151,7 @@ def test_newest_share_figure_has_a_line_per_strategy_and_the_test_sample_share(
     figure = plots.newest_share_figure(toy_benchmark, styles)
     (axes,) = figure.axes
     lines = labelled_lines(axes)
-    assert set(lines) == {*MATRICES, "test samples"}
+    assert set(lines) == {"first", "second = first", "third = first", "test samples"}
     # make_record: newest_share = 1 / (i + 1); equal test counts give the same reference.
     assert lines["first"].get_ydata() == pytest.approx([100, 50, 100 / 3])
     assert lines["test samples"].get_ydata() == pytest.approx([100, 50, 100 / 3])
@@ -167,12 +171,42 @@ def test_old_new_figure_has_the_old_and_new_accuracy_per_strategy(toy_benchmark,
     assert new[first][2] == pytest.approx(100 * 2.25 / 3)
 
 
-def test_strategy_styles_are_colour_blind_safe_and_distinct():
-    labels = [f"s{k}" for k in range(10)]
-    styles = plots.strategy_styles(labels)
-    assert all(style.colour in plots.OKABE_ITO for style in styles.values())
-    looks = {(s.colour, s.marker, s.linestyle) for s in styles.values()}
-    assert len(looks) == len(labels)  # past eight colours the dash tells them apart
+def test_every_registered_strategy_has_its_own_colour_and_marker():
+    registered = strategies.list_strategies()
+    styles = plots.strategy_styles(registered)
+    colours = [styles[name].colour for name in registered]
+    markers = [styles[name].marker for name in registered]
+    assert len(set(colours)) == len(colours) == len(registered)
+    assert len(set(markers)) == len(markers)
+    # The pairs the issue found shared: ewc/weight_aligning, bic/slda.
+    assert styles["ewc"].colour != styles["weight_aligning"].colour
+    assert styles["bic"].colour != styles["slda"].colour
+    assert styles["bic"].marker != styles["slda"].marker
+    # Yellow (weak on white) is nobody's.
+    assert "#F0E442" not in colours
+
+
+def test_a_strategy_outside_the_registry_gets_its_own_look_deterministically():
+    registered = strategies.list_strategies()
+    others = ["mine", "theirs", "another"]
+    styles = plots.strategy_styles([*registered, *others])
+    colours = [style.colour for style in styles.values()]
+    markers = [style.marker for style in styles.values()]
+    assert len(set(colours)) == len(colours)
+    assert len(set(markers[len(registered) :])) == len(others)
+    assert not set(markers[len(registered) :]) & set(markers[: len(registered)])
+    # The same names give the same looks, in any order, and a registered strategy keeps its
+    # look whatever it is shown with.
+    again = plots.strategy_styles([*reversed(others), *registered])
+    assert all(again[name] == styles[name] for name in [*registered, *others])
+    assert plots.strategy_styles(["ewc"])["ewc"] == styles["ewc"]
+
+
+def test_variants_of_one_strategy_share_its_colour_and_marker_and_differ_in_dash():
+    styles = plots.strategy_styles([("ewc [lam=1]", "ewc"), ("ewc [lam=10]", "ewc")])
+    first, second = styles.values()
+    assert (first.colour, first.marker) == (second.colour, second.marker)
+    assert first.linestyle != second.linestyle
 
 
 def test_render_gives_valid_png_pdf_and_svg_and_repeats_byte_for_byte(toy_benchmark, styles):

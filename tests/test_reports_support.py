@@ -17,11 +17,15 @@ from scipy import stats
 
 # (display name in Markdown/HTML headers, LaTeX header, higher is better), in table order.
 METRIC_COLUMNS = {
-    "final_accuracy": ("final average accuracy", "Final acc.", True),
-    "average_incremental_accuracy": ("average incremental accuracy", "Avg.\\ inc.\\ acc.", True),
-    "forgetting": ("forgetting", "Forgetting", False),
-    "drop_since_learned": ("drop since learned", "Drop", False),
-    "bwt": ("BWT", "BWT", True),
+    "final_accuracy": ("final average accuracy (%)", "Final acc.\\ (\\%)", True),
+    "average_incremental_accuracy": (
+        "average incremental accuracy (%)",
+        "Avg.\\ inc.\\ acc.\\ (\\%)",
+        True,
+    ),
+    "forgetting": ("forgetting (pp)", "Forgetting (pp)", False),
+    "drop_since_learned": ("drop since learned (pp)", "Drop (pp)", False),
+    "bwt": ("BWT (pp)", "BWT (pp)", True),
 }
 
 
@@ -143,8 +147,9 @@ def table_order(strategies: set[str]) -> list[str]:
 
 
 def best_strategies(summary: dict[tuple[str, str], dict[str, float]], metric: str) -> set[str]:
-    """The strategies whose mean, shown to two decimals in percent, is the best shown; the
-    reference rows (naive, the lower bound; joint, the upper bound) never compete."""
+    """The strategy whose mean, shown to two decimals in percent, is the best shown, when no
+    other shows the same (a tie bolds nobody); the reference rows (naive, the lower bound;
+    joint, the upper bound) never compete."""
     higher = METRIC_COLUMNS[metric][2]
     shown = {
         s: round(100 * v["mean"], 2)
@@ -152,7 +157,20 @@ def best_strategies(summary: dict[tuple[str, str], dict[str, float]], metric: st
         if m == metric and s not in REFERENCES
     }
     best = max(shown.values()) if higher else min(shown.values())
-    return {s for s, v in shown.items() if v == best}
+    winners = {s for s, v in shown.items() if v == best}
+    return winners if len(winners) == 1 else set()
+
+
+def printed_names(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Registry key -> the name tables print: the record's display_name, else the key
+    (the hand-made strategies are not headbench's)."""
+    return {r["strategy"]: r.get("display_name", r["strategy"]) for r in records}
+
+
+def keyed(table: list[list[str]], records: list[dict[str, Any]]) -> list[list[str]]:
+    """A parsed table with each row's printed name replaced by its registry key."""
+    keys = {name: key for key, name in printed_names(records).items()}
+    return [table[0], *([keys.get(row[0], row[0]), *row[1:]] for row in table[1:])]
 
 
 # ---------------------------------------------------------------------------------------

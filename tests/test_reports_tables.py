@@ -23,10 +23,12 @@ from test_reports_support import (
     HtmlCollector,
     best_strategies,
     expected_summary,
+    keyed,
     make_record,
     markdown_tables,
     metrics_of,
     parse_mean_std,
+    printed_names,
     read_records,
     table_order,
     write_records,
@@ -83,7 +85,7 @@ def build(results: Path, out: Path, **options) -> Path:
 def check_main_table(table: list[list[str]], records: list[dict]) -> None:
     """Header, every `mean ± std`, the bold cells and the seeds column of a Markdown table."""
     expected = expected_summary(records)
-    header, *rows = table
+    header, *rows = keyed(table, records)
     names = [name for name, _, _ in METRIC_COLUMNS.values()]
     assert [re.sub(r" [↑↓]$", "", h) for h in header] == ["strategy", *names, "seeds"]
     strategies = table_order({r["strategy"] for r in records})
@@ -101,6 +103,7 @@ def check_main_table(table: list[list[str]], records: list[dict]) -> None:
 
 def check_interval_table(table: list[list[str]], records: list[dict]) -> None:
     expected = expected_summary(records)
+    table = keyed(table, records)
     for row in table[1:]:
         for metric, cell in zip(METRIC_COLUMNS, row[1:-1], strict=True):
             low, high = (float(x) for x in cell.strip("[]").split(","))
@@ -111,6 +114,7 @@ def check_interval_table(table: list[list[str]], records: list[dict]) -> None:
 
 def check_rank_table(table: list[list[str]], records: list[dict]) -> None:
     expected = expected_summary(records)
+    table = keyed(table, records)
     for metric, column in zip(METRIC_COLUMNS, range(1, 6), strict=True):
         higher = METRIC_COLUMNS[metric][2]
         methods = [row for row in table[1:] if row[0] not in REFERENCES]
@@ -187,12 +191,14 @@ def test_summary_csv_is_tidy_and_equals_the_independent_recomputation(
 def test_steps_csv_holds_old_and_new_accuracy_per_experience(toy_results, tmp_path):
     steps = pd.read_csv(build(toy_results, tmp_path / "r", formats="csv") / "steps.csv")
     alpha = steps[(steps.strategy == "alpha")].set_index(["quantity", "experience"])
-    # After experience 2, seed 0: old = (20·0.5 + 10·0.7) / 30 = 17 / 30; seed 1:
-    # (8 + 6) / 30; seed 2: (12 + 8) / 30. Mean (17 + 14 + 20) / 90.
-    assert alpha.loc[("old_accuracy", 2), "mean"] == pytest.approx(51 / 90)
+    # Experiences are numbered 1..3, as in the figures. After experience 3 (row 2 of the
+    # matrix), seed 0: old = (20·0.5 + 10·0.7) / 30 = 17 / 30; seed 1: (8 + 6) / 30; seed 2:
+    # (12 + 8) / 30. Mean (17 + 14 + 20) / 90.
+    assert alpha.loc[("old_accuracy", 3), "mean"] == pytest.approx(51 / 90)
     # New = the diagonal R[2][2]: 0.9, 0.8, 1.0.
-    assert alpha.loc[("new_accuracy", 2), "mean"] == pytest.approx(0.9)
-    assert math.isnan(alpha.loc[("old_accuracy", 0), "mean"])
+    assert alpha.loc[("new_accuracy", 3), "mean"] == pytest.approx(0.9)
+    assert math.isnan(alpha.loc[("old_accuracy", 1), "mean"])
+    assert list(alpha.loc["accuracy_seen"].index) == [1, 2, 3]
     assert list(alpha.loc["accuracy_seen", "classes_seen"]) == [2, 4, 6]
 
 
@@ -205,6 +211,7 @@ def latex_rows(text: str) -> list[list[str]]:
     return [
         [cell.strip() for cell in line.rstrip().removesuffix("\\\\").split(" & ")]
         for line in body.strip().splitlines()
+        if line.strip() != "\\midrule"
     ]
 
 
@@ -223,33 +230,53 @@ def braces_balance(text: str) -> bool:
     return depth == 0
 
 
+def printed_row_name(record: dict) -> str:
+    """`Name~\\cite{keys}` as tables.tex should print a strategy, from the record alone."""
+    name = record.get("display_name", record["strategy"]).replace("_", "\\_")
+    keys = [re.match(r"@\w+\{([^,]+),", entry)[1] for entry in record.get("references", [])]
+    return f"{name}~\\cite{{{','.join(keys)}}}" if keys else name
+
+
 @pytest.mark.parametrize("results_name", ["real_results", "toy_results"])
 def test_latex_table_numbers_bold_and_structure(results_name, request, tmp_path):
     results = request.getfixturevalue(results_name)
     records = read_records(results)
     expected = expected_summary(records)
     text = (build(results, tmp_path / "r", formats="latex") / "tables.tex").read_text()
-    # booktabs, in order, once each; a tabular with one column per metric plus seeds.
+    # booktabs, in order; a tabular with one column per metric plus seeds, held to the
+    # text width; one more \midrule after the lower bound and before the upper bound.
     positions = [text.index(rule) for rule in ("\\toprule", "\\midrule", "\\bottomrule")]
     assert positions == sorted(positions)
-    assert all(text.count(rule) == 1 for rule in ("\\toprule", "\\midrule", "\\bottomrule"))
+    assert text.count("\\toprule") == text.count("\\bottomrule") == 1
+    bounds = {r["strategy"] for r in records} & set(REFERENCES)
+    assert text.count("\\midrule") == 1 + len(bounds)
     assert "\\begin{tabular}{lrrrrrr}" in text and "\\hline" not in text
+    assert "\\resizebox{\\ifdim\\width>\\textwidth\\textwidth\\else\\width\\fi}{!}{%" in text
     assert braces_balance(text)
     assert text.count("\\begin{table*}") == text.count("\\end{table*}") == 1
-    # Every underscore is escaped (labels may keep theirs: \label takes them verbatim).
-    unlabelled = re.sub(r"\\label\{[^}]*\}", "", text)
+    # Every underscore is escaped (labels and cite keys may keep theirs).
+    unlabelled = re.sub(r"\\(label|cite)\{[^}]*\}", "", text)
     assert not re.search(r"(?<!\\)_", unlabelled.replace("\\_", ""))
     caption = re.search(r"\\caption\{(.*)\}\n", text)[1]
     benchmark = records[0]["benchmark"].replace("_", "\\_")
-    for part in (benchmark, "backbone identity", "class order identity", "3 seeds"):
+    for part in (benchmark, "identity backbone", "3 seeds", "in \\%", "percentage points"):
         assert part in caption, part
+    assert "class order" not in caption and "bias" not in caption  # no config dump
+    header = re.search(r"^Strategy & (.*) \\\\$", text, re.M)[1].split(" & ")
+    assert header[:3] == [
+        "Final acc.\\ (\\%) $\\uparrow$",
+        "Avg.\\ inc.\\ acc.\\ (\\%) $\\uparrow$",
+        "Forgetting (pp) $\\downarrow$",
+    ]
     assert "headbench" in text and "CITATION.cff" in text
     rows = latex_rows(text)
+    by_name = {printed_row_name(r): r["strategy"] for r in records}
     assert [row[0] for row in rows] == [
-        s.replace("_", "\\_") for s in table_order({r["strategy"] for r in records})
+        next(n for n, k in by_name.items() if k == s)
+        for s in table_order({r["strategy"] for r in records})
     ]
     for row in rows:
-        strategy = row[0].replace("\\_", "_")
+        strategy = by_name[row[0]]
         assert int(row[-1]) == sum(r["strategy"] == strategy for r in records)
         for metric, cell in zip(METRIC_COLUMNS, row[1:-1], strict=True):
             mean, std, bold = parse_latex_cell(cell)
@@ -261,26 +288,87 @@ def test_latex_table_numbers_bold_and_structure(results_name, request, tmp_path)
     assert METRIC_COLUMNS["forgetting"][2] is False
 
 
+def test_real_records_print_the_papers_names_and_cite_them(real_results, tmp_path):
+    out = build(real_results, tmp_path / "r", formats="latex,md")
+    names = [row[0] for row in latex_rows((out / "tables.tex").read_text())]
+    # Typed from the papers: Zhao et al. CVPR 2020 (WA), Li & Hoiem TPAMI 2018 (LwF).
+    assert names == [
+        "Fine-tuning",
+        "LwF~\\cite{li2018learning}",
+        "WA~\\cite{zhao2020maintaining}",
+        "Joint",
+    ]
+    bib = (out / "references.bib").read_text()
+    assert re.findall(r"^@(\w+)\{([^,]+),", bib, re.M) == [
+        ("article", "li2018learning"),
+        ("inproceedings", "zhao2020maintaining"),
+    ]
+    assert [row[0] for row in markdown_tables((out / "report.md").read_text())[0][1:]] == [
+        "Fine-tuning",
+        "LwF",
+        "WA",
+        "Joint",
+    ]
+    registry = build(real_results, tmp_path / "k", formats="md", names="registry")
+    rows = markdown_tables((registry / "report.md").read_text())[0][1:]
+    assert [row[0] for row in rows] == ["naive", "lwf", "weight_aligning", "joint"]
+
+
 LATEX_ENGINES = [name for name in ("pdflatex", "lualatex") if shutil.which(name)]
 
 
-@pytest.mark.skipif(not LATEX_ENGINES, reason="no pdflatex or lualatex installed")
-def test_latex_table_compiles_in_a_minimal_document(toy_results, tmp_path):
-    out = build(toy_results, tmp_path / "r", formats="latex", by="benchmark")
+def _compile(tmp_path: Path, body: str, bib: bool = False) -> str:
+    """The log of a twocolumn article with `body`; bibtex between runs when asked."""
     document = tmp_path / "paper.tex"
     document.write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-        f"\\input{{{(out / 'tables.tex').as_posix()}}}\n\\end{{document}}\n"
+        "\\documentclass[twocolumn]{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+        f"\\begin{{document}}\n{body}\n\\end{{document}}\n"
     )
-    result = subprocess.run(
-        [LATEX_ENGINES[0], "-interaction=nonstopmode", "-halt-on-error", document.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout[-3000:]
+    passes = [[LATEX_ENGINES[0], "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]]
+    if bib:
+        passes += [["bibtex", "paper"], passes[0], passes[0]]
+    for command in passes:
+        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout[-3000:]
     assert (tmp_path / "paper.pdf").stat().st_size > 0
+    return (tmp_path / "paper.log").read_text(errors="replace")
+
+
+@pytest.mark.skipif(not LATEX_ENGINES, reason="no pdflatex or lualatex installed")
+@pytest.mark.parametrize("by", [None, "benchmark"])
+def test_latex_tables_compile_fit_their_width_and_cite_references_bib(by, tmp_path):
+    results = _two_benchmarks(tmp_path / "merged") if by else None
+    if results is None:
+        records = [make_record(s, seed, m) for (s, seed), m in TOY.items()]
+        records += [make_record(s, 0, TOY["alpha", 0]) for s in ("ewc", "slda")]
+        results = write_records(tmp_path / "toy", records)
+    out = build(results, tmp_path / "r", formats="latex", by=by)
+    body = (
+        f"\\input{{{(out / 'tables.tex').as_posix()}}}\n"
+        f"\\input{{{(out / 'tables-column.tex').as_posix()}}}\n"
+    )
+    if shutil.which("bibtex") and not by:
+        shutil.copy(out / "references.bib", tmp_path / "references.bib")
+        body += "\\bibliographystyle{plain}\n\\bibliography{references}\n"
+        log = _compile(tmp_path, body, bib=True)
+        assert "undefined" not in log, log[-2000:]
+        cited = (tmp_path / "paper.bbl").read_text()
+        assert "Kirkpatrick" in cited and "Hayes" in cited
+    else:
+        log = _compile(tmp_path, body)
+    # Neither float sticks out of its width (a tabular wider than \columnwidth does:
+    # the same table without \resizebox is overfull, below).
+    assert "Overfull \\hbox" not in log, log[-3000:]
+    column = (out / "tables-column.tex").read_text()
+    assert "\\begin{table}[t]" in column and "\\columnwidth" in column
+    unscaled = column.replace(
+        "\\resizebox{\\ifdim\\width>\\columnwidth\\columnwidth\\else\\width\\fi}{!}{%", "{%"
+    )
+    assert unscaled != column
+    control = tmp_path / "control"
+    control.mkdir()
+    (control / "unscaled.tex").write_text(unscaled)
+    assert "Overfull \\hbox" in _compile(control, "\\input{unscaled.tex}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -296,9 +384,11 @@ def test_html_summary_table_equals_the_independent_recomputation(results_name, r
     page.feed((build(results, tmp_path / "r", formats="html") / "report.html").read_text())
     summary = page.tables[0]
     strategies = table_order({r["strategy"] for r in records})
-    assert [row[0][0] for row in summary[1:]] == strategies
+    names = printed_names(records)
+    assert [row[0][0] for row in summary[1:]] == [names[s] for s in strategies]
+    keys = {name: key for key, name in names.items()}
     for row in summary[1:]:
-        strategy = row[0][0]
+        strategy = keys[row[0][0]]
         assert int(row[-1][0]) == sum(r["strategy"] == strategy for r in records)
         for metric, (text, bold) in zip(METRIC_COLUMNS, row[1:-1], strict=True):
             shown, interval = text.split("\n")

@@ -71,7 +71,7 @@ def test_a_grid_over_one_strategy_does_not_repeat_the_others(sweep_config, tmp_p
     )
     assert "8 runs done now" in stdout
     # The summary tells the three EWC variants apart.
-    assert stdout.count("| ewc") == 3
+    assert stdout.count("| EWC") == 3
     # The next step, as for `run`: the exact report command for this OUT.
     assert stdout.rstrip("\n").splitlines()[-2] == f"next: headbench report {out}"
 
