@@ -26,6 +26,7 @@ _BUILTIN = (
     "replay",
     "bic",
     "seq_star",
+    "fecam",
 )
 _loaded = False
 

@@ -186,6 +186,7 @@ PLUGIN_VARIANTS = [
     _variant("weight_aligning", {"freeze_old_rows": True}, False, slow=True),
     _variant("ncm", {}, False),  # statistics only: no minibatch loop, predict from the means
     _variant("slda", {}, False, slow=True),
+    _variant("fecam", {}, False, slow=True),
     _variant("ridge", {}, False, slow=True),  # random projection: the plugin's random stream
 ]
 
