@@ -27,6 +27,7 @@ _BUILTIN = (
     "bic",
     "seq_star",
     "fecam",
+    "fetril",
 )
 _loaded = False
 
