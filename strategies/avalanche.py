@@ -25,7 +25,7 @@ initial rows as `benchmarks.engine.run`.
 Refused (one-line HyperparameterError): strategies that train on all seen data
 (`joint`; Avalanche's `Cumulative` is the stock equivalent), an exemplar memory
 (`memory_size > 0`, `replay`, `bic`: Avalanche's loop draws inputs, not stored features),
-a training set of the strategy's own (`fetril`'s pseudo-features),
+a training set of the strategy's own (`fetril`'s pseudo-features, `gdumb`'s memory),
 a second training stage (`calibration`, BiC), and strategies without a linear head.
 `training.class_weighting` has no Avalanche counterpart: `class_weights` stays None.
 """

@@ -28,6 +28,7 @@ _BUILTIN = (
     "seq_star",
     "fecam",
     "fetril",
+    "gdumb",
 )
 _loaded = False
 

@@ -249,6 +249,7 @@ def test_plugin_keeps_a_batch_norm_backbone_frozen(blob_tensors):
         ("naive", {"memory_size": 20}, "exemplar memory"),
         ("bic", {}, "exemplar memory"),
         ("fetril", {}, "builds its own training set"),
+        ("gdumb", {}, "builds its own training set"),
     ],
 )
 def test_strategies_avalanche_cannot_run_are_refused_naming_the_supported(
@@ -261,7 +262,7 @@ def test_strategies_avalanche_cannot_run_are_refused_naming_the_supported(
     listed = message.split("supported inside Avalanche: ")[1].split(", ")
     assert listed == supported()
     assert {"naive", "ewc", "lwf", "weight_aligning", "ncm", "slda", "ridge"} <= set(listed)
-    assert not {"joint", "replay", "bic", "fetril"} & set(listed)
+    assert not {"joint", "replay", "bic", "fetril", "gdumb"} & set(listed)
 
 
 def test_a_model_without_one_incremental_classifier_is_refused(blob_tensors):
