@@ -26,7 +26,8 @@ Refused (one-line HyperparameterError): strategies that train on all seen data
 (`joint`; Avalanche's `Cumulative` is the stock equivalent), an exemplar memory
 (`memory_size > 0`, `replay`, `bic`: Avalanche's loop draws inputs, not stored features),
 a training set of the strategy's own (`fetril`'s pseudo-features, `gdumb`'s memory),
-a second training stage (`calibration`, BiC), and strategies without a linear head.
+a second training stage (`calibration`, BiC), a path integral over the optimizer's steps
+(`si` reads each step's gradients), and strategies without a linear head.
 `training.class_weighting` has no Avalanche counterpart: `class_weights` stays None.
 """
 
@@ -56,6 +57,10 @@ def refusal(strategy: Strategy) -> str | None:
         return (
             "builds its own training set (stored or generated features), which Avalanche's "
             "loop cannot draw"
+        )
+    if getattr(strategy, "needs_step_gradients", False):
+        return (
+            "reads each optimizer step's gradients after the step, which the plugin does not pass"
         )
     if strategy.overrides("calibration"):
         return "has a second training stage (calibration) that Avalanche's loop does not run"

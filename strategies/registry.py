@@ -29,6 +29,8 @@ _BUILTIN = (
     "fecam",
     "fetril",
     "gdumb",
+    "mas",
+    "si",
 )
 _loaded = False
 
