@@ -14,8 +14,7 @@ exps/FeCAM_cifar100.json), which fixes these details:
     estimates"), so `shrink_passes = 2`; the paper's equation is one pass;
   - normalisation: Σ ← Σ / (σ σᵀ) with σ = √diag Σ (a correlation matrix);
   - distance (x̄ − μ̄)ᵀ Σ⁺ (x̄ − μ̄) with x̄ = T(x)/‖T(x)‖, μ̄ = T(μ)/‖T(μ)‖, μ the class
-    mean of the raw features, Σ⁺ the pseudo-inverse (it is the inverse here: Σ is positive
-    definite after shrinkage).
+    mean of the raw features, Σ⁺ the pseudo-inverse (the code's `pinv`).
 The authors' ViT script (FeCAM_vit_cifar100.py, pretrained frozen backbone) uses no Tukey
 transform, γ2 = 0 and one pass: `beta = 1.0, gamma2 = 0.0, shrink_passes = 1` (it averages
 normalised features instead of normalising the mean).
