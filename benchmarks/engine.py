@@ -468,7 +468,8 @@ def batched_train_loop(
     back-propagates the sum of the S losses, whose gradient in slot s is seed s's own.
     One optimizer then steps all slots; its updates are elementwise (SGD, Adam), so
     each slot follows its seed's trajectory. `after_step` runs per seed on views of
-    its slot. The trained slots are copied back into each seed's head.
+    its slot, each holding its slot's gradient in `.grad` (SI reads it). The trained slots
+    are copied back into each seed's head.
     """
     first = runs[0]
     device = sets[0][0].device
@@ -519,6 +520,8 @@ def batched_train_loop(
             if after_step is not None:
                 for slot, module in enumerate(after_step):
                     views = {f"head.{k}": v.detach()[slot] for k, v in parameters.items()}
+                    for k, v in parameters.items():  # the step's gradient, as `train_loop`'s
+                        views[f"head.{k}"].grad = v.grad[slot]
                     torch.func.functional_call(module, views, (None, None))
             loss_sum += losses.detach()
             step += 1

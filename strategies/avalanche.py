@@ -25,7 +25,9 @@ initial rows as `benchmarks.engine.run`.
 Refused (one-line HyperparameterError): strategies that train on all seen data
 (`joint`; Avalanche's `Cumulative` is the stock equivalent), an exemplar memory
 (`memory_size > 0`, `replay`, `bic`: Avalanche's loop draws inputs, not stored features),
-a second training stage (`calibration`, BiC), and strategies without a linear head.
+a training set of the strategy's own (`fetril`'s pseudo-features, `gdumb`'s memory),
+a second training stage (`calibration`, BiC), a path integral over the optimizer's steps
+(`si` reads each step's gradients), and strategies without a linear head.
 `training.class_weighting` has no Avalanche counterpart: `class_weights` stays None.
 """
 
@@ -49,8 +51,17 @@ def refusal(strategy: Strategy) -> str | None:
     """Why a strategy cannot run inside Avalanche's loop, or None when it can."""
     if strategy.trains_on_all_seen:
         return "trains on all seen data (use Avalanche's Cumulative strategy instead)"
-    if strategy.memory is not None or strategy.overrides("training_set"):
+    if strategy.memory is not None:
         return "trains on an exemplar memory of stored features, which Avalanche's loop cannot draw"
+    if strategy.overrides("training_set"):
+        return (
+            "builds its own training set (stored or generated features), which Avalanche's "
+            "loop cannot draw"
+        )
+    if getattr(strategy, "needs_step_gradients", False):
+        return (
+            "reads each optimizer step's gradients after the step, which the plugin does not pass"
+        )
     if strategy.overrides("calibration"):
         return "has a second training stage (calibration) that Avalanche's loop does not run"
     if "linear" not in strategy.head_kinds:

@@ -25,9 +25,9 @@ gradient and a fixed number of buffers however many experiences have passed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -86,21 +86,39 @@ def autograd_fisher(
     head: Head, features: Tensor, targets: Tensor, chunk: int = 256
 ) -> dict[str, Tensor]:
     """The same mean of squared per-sample gradients, by `torch.func` for any head (the
-    cosine head's logits are not linear in its parameters); chunked to bound memory."""
-    parameters = {name: p.detach() for name, p in head.named_parameters()}
+    cosine head's logits are not linear in its parameters)."""
 
-    def negative_log_likelihood(params: dict[str, Tensor], sample: Tensor, target: Tensor):
-        logits = torch.func.functional_call(head, params, (sample[None],))  # (1, seen)
+    def negative_log_likelihood(logits: Tensor, target: Tensor) -> Tensor:
         return F.cross_entropy(logits, target[None])
 
-    per_sample = torch.func.vmap(torch.func.grad(negative_log_likelihood), in_dims=(None, 0, 0))
+    return per_sample_mean(head, features, targets, negative_log_likelihood, Tensor.square, chunk)
+
+
+def per_sample_mean(
+    head: Head,
+    features: Tensor,
+    targets: Tensor,
+    objective: Callable[[Tensor, Tensor], Tensor],
+    transform: Callable[[Tensor], Tensor],
+    chunk: int = 256,
+) -> dict[str, Tensor]:
+    """Mean over samples of transform(∂ objective(logits, target) / ∂θ), one sample at a time
+    by `torch.func` (EWC: squared gradients of −log p; MAS: absolute gradients of ‖z‖²);
+    chunked to bound memory."""
+    parameters = {name: p.detach() for name, p in head.named_parameters()}
+
+    def of_one(params: dict[str, Tensor], sample: Tensor, target: Tensor) -> Tensor:
+        logits = torch.func.functional_call(head, params, (sample[None],))  # (1, seen)
+        return objective(logits, target)
+
+    per_sample = torch.func.vmap(torch.func.grad(of_one), in_dims=(None, 0, 0))
     sums = {name: torch.zeros_like(p) for name, p in parameters.items()}
     for start in range(0, len(targets), chunk):
         gradients = per_sample(
             parameters, features[start : start + chunk], targets[start : start + chunk]
         )
         for name, gradient in gradients.items():
-            sums[name] += gradient.square().sum(dim=0)
+            sums[name] += transform(gradient).sum(dim=0)
     return {name: total / len(targets) for name, total in sums.items()}
 
 
@@ -122,6 +140,7 @@ class EWC(Strategy):
     display_name = "EWC"
     cite_keys = ("kirkpatrick2017overcoming",)
     Config = EWCConfig
+    penalty_factor: ClassVar[float] = 0.5  # λ/2 in Eq. 3 (MAS and SI write λ, c)
 
     @classmethod
     def paper_name(cls, config: EWCConfig) -> tuple[str, tuple[str, ...]]:
@@ -167,7 +186,7 @@ class EWC(Strategy):
 
     def stability_error(self, learning_rate: float, momentum: float) -> str | None:
         """The penalty λ/2·Σ A (θ − μ)² has curvature λ·A; SGD with momentum μ is stable on
-        it only while lr·λ·max A < 2(1 + μ).
+        it only while lr·λ·max A < 2(1 + μ) (MAS's and SI's λ·Σ A (θ − μ)²: 2λ·A).
 
         Only parameters the data loss moves count: with `ce_scope = "new"` (no exemplars)
         the old rows get no cross-entropy gradient, stay at their anchor, and the penalty's
@@ -179,14 +198,16 @@ class EWC(Strategy):
             names = tuple(name for name in PARAMETERS if name not in ("weight", "bias"))
         importances = [getattr(self, f"importance_{name}") for name in names]
         largest = max((float(a.max()) for a in importances if a is not None), default=0.0)
+        largest *= 2 * self.penalty_factor  # curvature per unit of λ
         limit = 2 * (1 + momentum)
         if largest == 0 or learning_rate * self.config.lambda_ * largest < limit:
             return None
         stable = limit / (learning_rate * largest)
+        symbol = "F" if self.penalty_factor == 0.5 else f"{2 * self.penalty_factor:g}Ω"
         return (
-            f"{self.name}: lr·λ·max F = {learning_rate:g}·{self.config.lambda_:g}·{largest:.3g} "
-            f"= {learning_rate * self.config.lambda_ * largest:.3g} passes SGD's stability limit "
-            f"2(1 + momentum) = {limit:g}, so training must diverge; use "
+            f"{self.name}: lr·λ·max {symbol} = {learning_rate:g}·{self.config.lambda_:g}·"
+            f"{largest:.3g} = {learning_rate * self.config.lambda_ * largest:.3g} passes SGD's "
+            f"stability limit 2(1 + momentum) = {limit:g}, so training must diverge; use "
             f"strategies.{self.name}.lambda < {stable:.3g} or a lower training.lr"
         )
 
@@ -196,12 +217,18 @@ class EWC(Strategy):
         )
         if self.importance_weight is None or self.config.lambda_ == 0:
             return loss
-        return loss + self.config.lambda_ / 2 * self.penalty(head)  # Eq. 3
+        return loss + self.config.lambda_ * self.penalty_factor * self.penalty(head)  # Eq. 3
+
+    @torch.no_grad()
+    def importance(self, head: Head, experience: Experience) -> dict[str, Tensor]:
+        """The new importance of each head parameter: EWC's empirical Fisher (MAS and SI,
+        which share the penalty, override this)."""
+        estimate = empirical_fisher if head.kind == "linear" else autograd_fisher
+        return estimate(head, experience.features, experience.targets)
 
     @torch.no_grad()
     def after_experience(self, head: Head, experience: Experience) -> None:
-        estimate = empirical_fisher if head.kind == "linear" else autograd_fisher
-        fisher = estimate(head, experience.features, experience.targets)
+        fisher = self.importance(head, experience)
         offset = torch.zeros((), device=head.weight.device)
         for name, new_importance in fisher.items():
             parameter = getattr(head, name).detach()

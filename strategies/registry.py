@@ -26,6 +26,11 @@ _BUILTIN = (
     "replay",
     "bic",
     "seq_star",
+    "fecam",
+    "fetril",
+    "gdumb",
+    "mas",
+    "si",
 )
 _loaded = False
 

@@ -186,6 +186,8 @@ PLUGIN_VARIANTS = [
     _variant("weight_aligning", {"freeze_old_rows": True}, False, slow=True),
     _variant("ncm", {}, False),  # statistics only: no minibatch loop, predict from the means
     _variant("slda", {}, False, slow=True),
+    _variant("fecam", {}, False, slow=True),
+    _variant("mas", {"lambda": 0.01}, False),  # EWC's penalty, MAS's importance
     _variant("ridge", {}, False, slow=True),  # random projection: the plugin's random stream
 ]
 
@@ -247,6 +249,9 @@ def test_plugin_keeps_a_batch_norm_backbone_frozen(blob_tensors):
         ("replay", {}, "exemplar memory"),
         ("naive", {"memory_size": 20}, "exemplar memory"),
         ("bic", {}, "exemplar memory"),
+        ("fetril", {}, "builds its own training set"),
+        ("gdumb", {}, "builds its own training set"),
+        ("si", {}, "reads each optimizer step's gradients"),
     ],
 )
 def test_strategies_avalanche_cannot_run_are_refused_naming_the_supported(
@@ -259,7 +264,7 @@ def test_strategies_avalanche_cannot_run_are_refused_naming_the_supported(
     listed = message.split("supported inside Avalanche: ")[1].split(", ")
     assert listed == supported()
     assert {"naive", "ewc", "lwf", "weight_aligning", "ncm", "slda", "ridge"} <= set(listed)
-    assert not {"joint", "replay", "bic"} & set(listed)
+    assert not {"joint", "replay", "bic", "fetril", "gdumb", "si"} & set(listed)
 
 
 def test_a_model_without_one_incremental_classifier_is_refused(blob_tensors):
