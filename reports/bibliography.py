@@ -125,6 +125,44 @@ ENTRIES: dict[str, str] = {
     Linguistics (Volume 1: Long Papers)},
   year = {2024}
 }""",
+    "goswami2023fecam": """@inproceedings{goswami2023fecam,
+  author = {Goswami, Dipam and Liu, Yuyang and Twardowski, Bart{\\l}omiej
+    and van de Weijer, Joost},
+  title = {{FeCAM}: Exploiting the Heterogeneity of Class Distributions in Exemplar-Free
+    Continual Learning},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  year = {2023}
+}""",
+    "petit2023fetril": """@inproceedings{petit2023fetril,
+  author = {Petit, Gr{\\'e}goire and Popescu, Adrian and Schindler, Hugo and Picard, David
+    and Delezoide, Bertrand},
+  title = {{FeTrIL}: Feature Translation for Exemplar-Free Class-Incremental Learning},
+  booktitle = {Proceedings of the IEEE/CVF Winter Conference on Applications of Computer
+    Vision (WACV)},
+  year = {2023}
+}""",
+    "prabhu2020gdumb": """@inproceedings{prabhu2020gdumb,
+  author = {Prabhu, Ameya and Torr, Philip H. S. and Dokania, Puneet K.},
+  title = {{GDumb}: A Simple Approach that Questions Our Progress in Continual Learning},
+  booktitle = {Computer Vision -- ECCV 2020},
+  year = {2020}
+}""",
+    "aljundi2018memory": """@inproceedings{aljundi2018memory,
+  author = {Aljundi, Rahaf and Babiloni, Francesca and Elhoseiny, Mohamed
+    and Rohrbach, Marcus and Tuytelaars, Tinne},
+  title = {Memory Aware Synapses: Learning what (not) to forget},
+  booktitle = {Computer Vision -- ECCV 2018},
+  year = {2018}
+}""",
+    "zenke2017continual": """@inproceedings{zenke2017continual,
+  author = {Zenke, Friedemann and Poole, Ben and Ganguli, Surya},
+  title = {Continual Learning Through Synaptic Intelligence},
+  booktitle = {Proceedings of the 34th International Conference on Machine Learning (ICML)},
+  series = {Proceedings of Machine Learning Research},
+  volume = {70},
+  pages = {3987--3995},
+  year = {2017}
+}""",
 }
 """Citation key -> BibTeX entry, for the papers of headbench's own strategies."""
 

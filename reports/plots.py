@@ -52,11 +52,16 @@ REGISTRY_STYLES = {
     "replay": ("#882255", "p"),
     "bic": ("#332288", "h"),
     "seq_star": ("#999933", "d"),
+    "fecam": ("#44AA99", "<"),
+    "fetril": ("#117733", ">"),
+    "gdumb": ("#AA4499", "8"),
+    "mas": ("#CC6677", "H"),
+    "si": ("#661100", "+"),
 }
 """Registry key -> (colour, marker): one of each per strategy, none shared, so a strategy
 looks the same in every report whichever others it is shown with."""
-OTHER_COLOURS = ["#44AA99", "#117733", "#AA4499", "#CC6677", "#661100", "#6699CC", "#DDCC77"]
-OTHER_MARKERS = ["<", ">", "8", "H", "+"]
+OTHER_COLOURS = ["#6699CC", "#DDCC77", "#EE7733", "#0077BB", "#33BBEE", "#EE3377", "#009988"]
+OTHER_MARKERS = ["x", "1", "2", "3", "4"]
 """Strategies outside REGISTRY_STYLES draw from these (colours and markers no registered
 strategy uses)."""
 LINESTYLES = ["-", "--", "-.", ":"]

@@ -102,6 +102,9 @@ def mahalanobis(features: Tensor, means: Tensor, precisions: Tensor) -> Tensor:
 class FeCAM(Strategy):
     """Per-class shrunk, normalised covariances; the nearest class by Mahalanobis distance."""
 
+    display_name = "FeCAM"
+    cite_keys = ("goswami2023fecam",)
+
     paper = "Goswami et al., FeCAM, NeurIPS 2023"
     Config = FeCAMConfig
     trains_head = False

@@ -105,6 +105,9 @@ def linear_svms(features: Tensor, targets: Tensor, c: float, tolerance: float):
 class FeTrIL(Strategy):
     """Old classes' pseudo-features by mean translation; a linear classifier over all seen."""
 
+    display_name = "FeTrIL"
+    cite_keys = ("petit2023fetril",)
+
     paper = "Petit et al., FeTrIL, WACV 2023"
     Config = FeTrILConfig
     trains_head = False  # with the default SVMs; `classifier = "sgd"` trains the head

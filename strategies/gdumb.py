@@ -83,6 +83,9 @@ def greedy_class_balanced(
 class GDumb(Strategy):
     """Greedy class-balanced memory; the head re-initialised and trained on it alone."""
 
+    display_name = "GDumb"
+    cite_keys = ("prabhu2020gdumb",)
+
     paper = "Prabhu, Torr & Dokania, GDumb, ECCV 2020"
     Config = GDumbConfig
 

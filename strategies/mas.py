@@ -63,6 +63,13 @@ def output_sensitivity(head: Head, features: Tensor) -> dict[str, Tensor]:
 class MAS(EWC):
     """Cross-entropy plus λ · Σ Ω (θ − θ*)², Ω the output's sensitivity to θ."""
 
+    display_name = "MAS"
+    cite_keys = ("aljundi2018memory",)
+
+    @classmethod
+    def paper_name(cls, config: MASConfig) -> tuple[str, tuple[str, ...]]:
+        return cls.display_name, cls.cite_keys  # one name in either mode
+
     paper = "Aljundi et al., Memory Aware Synapses, ECCV 2018"
     Config = MASConfig
     penalty_factor: ClassVar[float] = 1.0  # λ, Eq. 3

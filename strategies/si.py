@@ -59,6 +59,13 @@ def _parameters(head: Head) -> dict[str, Tensor]:
 class SI(EWC):
     """Cross-entropy plus c · Σ Ω (θ − θ̃)², Ω from the path integral of the loss's drop."""
 
+    display_name = "SI"
+    cite_keys = ("zenke2017continual",)
+
+    @classmethod
+    def paper_name(cls, config: SIConfig) -> tuple[str, tuple[str, ...]]:
+        return cls.display_name, cls.cite_keys  # one name in either mode
+
     paper = "Zenke, Poole & Ganguli, Synaptic Intelligence, ICML 2017"
     Config = SIConfig
     penalty_factor: ClassVar[float] = 1.0  # c, Eq. 4
