@@ -120,7 +120,7 @@ def test_seq_star_with_the_flag_off_is_naive(blob_tensors, scenario_2_2, trainin
 FLAGGED = [
     ("naive", {}, "linear"),
     ("replay", {"memory_size": 12}, "linear"),
-    ("ewc", {}, "linear"),  # λ = 5000: stiff on old rows, which the flag holds anyway
+    ("ewc", {"lambda": 5000.0}, "linear"),  # stiff on old rows, which the flag holds anyway
     ("ewc", {"lambda": 100.0}, "cosine"),
     ("lwf", {"ce_scope": "seen"}, "cosine"),
     ("weight_aligning", {}, "linear"),  # after_update (clipping) and the hold, both
