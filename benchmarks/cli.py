@@ -9,6 +9,7 @@ diverges is listed under the table and the others go on; the exit status is then
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -329,6 +330,11 @@ def command_cache(args: argparse.Namespace) -> int:
     from benchmarks.cache import Cache, human_size, listing, resolve_directory
 
     directory = resolve_directory(args.cache_dir)
+    if directory.is_symlink() and not directory.exists():
+        raise UsageError(
+            f"cache folder {directory} is a link to {os.readlink(directory)}, which does not "
+            "exist; accepted: a folder, a link to one, or none"
+        )
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"cache folder {directory} is not a folder; accepted: a folder or none")
     cache = Cache(directory)

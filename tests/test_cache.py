@@ -291,3 +291,17 @@ def test_cache_commands_refuse_a_cache_dir_that_is_a_file(action, tmp_path, caps
         == f"headbench: error: cache folder {blocker} is not a folder; accepted: a folder or none\n"
     )
     assert blocker.read_text() == "not a cache"
+
+
+@pytest.mark.parametrize("action", ["ls", "clear"])
+def test_cache_commands_refuse_a_cache_dir_that_is_a_dangling_link(action, tmp_path, capsys):
+    """Once answered "empty" with exit 0, as if the link were a cache not made yet."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    code, out, err = run_cli(capsys, "cache", action, "--cache-dir", link)
+    assert code == 2 and not out
+    assert err == (
+        f"headbench: error: cache folder {link} is a link to {tmp_path / 'gone'}, which does "
+        "not exist; accepted: a folder, a link to one, or none\n"
+    )
+    assert link.is_symlink() and not (tmp_path / "gone").exists()  # nothing made
