@@ -214,7 +214,7 @@ def _points(text: str) -> float:
         points = -1.0
     if not 0 <= points <= 100:  # NaN fails both
         raise argparse.ArgumentTypeError(
-            f"--max-old-drop {text!r} is not accepted; give percentage points in [0, 100]"
+            f"{text!r} is not accepted; give percentage points in [0, 100]"
         )
     return points
 
