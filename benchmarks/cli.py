@@ -3,7 +3,8 @@ report, list, cache.
 
 Bad input of any kind ends in one line on stderr and exit status 2, with nothing
 written; Ctrl-C keeps every finished run's record and exits with 130. A run whose loss
-diverges is listed under the table and the others go on; the exit status is then 1.
+diverges is listed under the table and the others go on; the exit status is then 1, as
+it is when `run --max-old-drop P` flags a run whose old-label accuracy fell by more than P.
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train each strategy's seeds as one batched computation (same results; it "
         "shares per-step overhead, which pays where that dominates: README)",
+    )
+    run.add_argument(
+        "--max-old-drop",
+        type=_points,
+        metavar="P",
+        help="old-label gate: list the runs whose accuracy on the classes seen before an "
+        "experience fell by more than P percentage points across it, and exit with 1 "
+        "(docs/running.md)",
     )
 
     sweep = commands.add_parser(
@@ -199,6 +208,18 @@ def _days(text: str) -> float:
     return days
 
 
+def _points(text: str) -> float:
+    try:
+        points = float(text)
+    except ValueError:
+        points = -1.0
+    if not 0 <= points <= 100:  # NaN fails both
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not accepted; give percentage points in [0, 100]"
+        )
+    return points
+
+
 def command_run(args: argparse.Namespace) -> int:
     from benchmarks import run
     from benchmarks.progress import Progress
@@ -224,7 +245,14 @@ def command_run(args: argparse.Namespace) -> int:
         )
         return 130
     run.print_summary(plan, records, table)
-    return 1 if failures else 0
+    flagged = False
+    if args.max_old_drop is not None:
+        from reports.old_labels import gate_text
+
+        text, flagged = gate_text(records, args.max_old_drop)
+        print(text)
+        sys.stdout.flush()
+    return 1 if failures or flagged else 0
 
 
 def command_sweep(args: argparse.Namespace) -> int:

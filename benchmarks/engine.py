@@ -41,6 +41,11 @@ class RunResult:
     weight_norms: list[list[float]]  # per-class L2 norms of the head's rows, per experience
     train_loss: list[float | None]  # mean minibatch loss per experience; None: no training
     seconds: dict[str, float] = field(default_factory=dict)
+    # The old-label check (`class_counts`): per experience, correct test predictions per
+    # seen class and, per old class, its test samples predicted as the newest classes.
+    class_correct: list[list[int]] = field(default_factory=list)
+    class_to_newest: list[list[int]] = field(default_factory=list)
+    class_test_counts: list[int] = field(default_factory=list)  # (classes,) arrival order
 
 
 def make_optimizer(parameters: list[Tensor], training: dict[str, Any]) -> torch.optim.Optimizer:
@@ -123,6 +128,7 @@ def run_seeds(
     )  # (classes,)
     test_experience = experience_of_class[test_targets]  # (test,)
     test_counts = torch.bincount(test_experience, minlength=scenario.num_experiences).tolist()
+    class_test_counts = torch.bincount(test_targets, minlength=len(experience_of_class)).tolist()
     if 0 in test_counts:
         raise ValueError(f"an experience has no test samples: test counts {test_counts}")
     strategy = strategies[0]
@@ -169,7 +175,7 @@ def run_seeds(
             r.seconds["train"] += elapsed
             r.finish(index, loss, training, test_features, test_targets, test_experience, scenario)
             r.losses.append(loss)
-    return [r.result(test_counts) for r in runs]
+    return [r.result(test_counts, class_test_counts) for r in runs]
 
 
 def _epoch_reporter(
@@ -204,6 +210,8 @@ class _SeedRun:
         self.shares: list[float] = []
         self.norms: list[list[float]] = []
         self.losses: list[float | None] = []
+        self.class_correct: list[list[int]] = []
+        self.class_to_newest: list[list[int]] = []
         self.seconds = {"train": 0.0, "evaluate": 0.0}
 
     @contextmanager
@@ -271,6 +279,7 @@ class _SeedRun:
 
         started = time.perf_counter()
         num_experiences = scenario.num_experiences
+        predictions = predict_seen(strategy, head, test_features, test_targets, experience.num_seen)
         row, share, norm = evaluate(
             strategy,
             head,
@@ -280,6 +289,11 @@ class _SeedRun:
             experience.num_old,
             experience.num_seen,
             num_experiences,
+            predictions,
+        )
+        seen_targets = test_targets[test_targets < experience.num_seen]  # (seen test,)
+        correct, to_newest = class_counts(
+            predictions, seen_targets, experience.num_old, experience.num_seen
         )
         if not all(math.isfinite(value) for value in norm):
             # Weights that overflowed (or whose norm does) predict nothing meaningful, even
@@ -291,14 +305,26 @@ class _SeedRun:
         self.rows.append(row[: index + 1] + [None] * (num_experiences - index - 1))
         self.shares.append(share)
         self.norms.append(norm)
+        self.class_correct.append(correct)
+        self.class_to_newest.append(to_newest)
         self.seconds["evaluate"] += time.perf_counter() - started
 
-    def result(self, test_counts: list[int]) -> RunResult:
+    def result(self, test_counts: list[int], class_test_counts: list[int]) -> RunResult:
         rows = [
             [None if c is None else c / n for c, n in zip(row, test_counts, strict=True)]
             for row in self.rows
         ]
-        return RunResult(rows, test_counts, self.shares, self.norms, self.losses, self.seconds)
+        return RunResult(
+            rows,
+            test_counts,
+            self.shares,
+            self.norms,
+            self.losses,
+            self.seconds,
+            self.class_correct,
+            self.class_to_newest,
+            class_test_counts,
+        )
 
 
 def _check_finite(strategy: Strategy, mean_loss: float, index: int, training: dict) -> None:
@@ -542,10 +568,15 @@ def evaluate(
     num_old: int,
     num_seen: int,
     num_experiences: int,
+    predictions: Tensor | None = None,
 ) -> tuple[list[float], float, list[float]]:
-    """Correct predictions per experience, share on the newest classes, row norms."""
+    """Correct predictions per experience, share on the newest classes, row norms.
+
+    `predictions`: `predict_seen`'s, when the caller has them already.
+    """
     seen = test_targets < num_seen
-    predictions = strategy.predict(head, test_features[seen]).argmax(dim=1)  # (seen test,)
+    if predictions is None:
+        predictions = predict_seen(strategy, head, test_features, test_targets, num_seen)
     correct = (predictions == test_targets[seen]).float()
     per_experience = torch.zeros(num_experiences, device=correct.device)
     per_experience.index_add_(0, test_experience[seen], correct)
@@ -555,3 +586,29 @@ def evaluate(
         share.item(),
         strategy.class_norms(head).tolist(),
     )
+
+
+@torch.no_grad()
+def predict_seen(
+    strategy: Strategy, head: Head, test_features: Tensor, test_targets: Tensor, num_seen: int
+) -> Tensor:
+    """The predicted class of every test sample of a seen class, over the seen classes."""
+    seen = test_targets < num_seen
+    return strategy.predict(head, test_features[seen]).argmax(dim=1)  # (seen test,)
+
+
+def class_counts(
+    predictions: Tensor, targets: Tensor, num_old: int, num_seen: int
+) -> tuple[list[int], list[int]]:
+    """What the old-label check reads, for one experience (classes in arrival order,
+    experience's classes num_old..num_seen-1):
+
+    correct[c], c < num_seen: test samples of class c predicted as c;
+    to_newest[c], c < num_old: test samples of old class c predicted as one of the
+    newest experience's classes (ids >= num_old).
+    """
+    correct = torch.bincount(targets[predictions == targets], minlength=num_seen)  # (seen,)
+    old = targets < num_old
+    absorbed = targets[old & (predictions >= num_old)]  # (old samples predicted as new,)
+    to_newest = torch.bincount(absorbed, minlength=num_old)[:num_old]  # (old,)
+    return correct.tolist(), to_newest.tolist()

@@ -393,6 +393,11 @@ def _record(
         newest_share=result.newest_share,
         weight_norms=result.weight_norms,
         train_loss=result.train_loss,
+        class_accuracy={
+            "test_counts": result.class_test_counts,
+            "correct": result.class_correct,
+            "to_newest": result.class_to_newest,
+        },
         seconds={
             "features": prepared.seconds,
             **result.seconds,

@@ -478,6 +478,49 @@ def old_new_figure(
     return figure
 
 
+def old_labels_figure(benchmark: Benchmark, styles: dict[str, LineStyle]) -> Figure | None:
+    """Per old class, accuracy right before an experience (x) against right after it (y),
+    mean over seeds: left for the last experience, right for each strategy's worst one
+    (largest old-label drop, reports.old_labels). Points under the diagonal lost accuracy.
+    None when no strategy has per-class counts or there is one experience."""
+    from reports import old_labels
+
+    variants = [
+        v for v in benchmark.variants
+        if old_labels.has_class_counts(v) and old_labels.worst_experience(v) is not None
+    ]  # fmt: skip
+    if not variants:
+        return None
+    last = len(benchmark.experiences) - 1
+    with _style():
+        figure = _figure(FULL_WIDTH, 3.3)
+        panels = figure.subplots(1, 2, sharex=True, sharey=True)
+        titles = (f"last experience ({last + 1})", "worst experience")
+        for axes, title in zip(panels, titles, strict=True):
+            axes.plot([0, 100], [0, 100], color="grey", linestyle="--", linewidth=0.8)
+            axes.set_title(title)
+            axes.set_xlabel("accuracy before (%)")
+            axes.set_xlim(-3, 103)
+            axes.set_ylim(-3, 103)
+        panels[0].set_ylabel("accuracy after (%)")
+        for variant in variants:
+            style = styles[variant.label]
+            worst = old_labels.worst_experience(variant)
+            for axes, experience in ((panels[0], last), (panels[1], worst)):
+                changes = old_labels.mean_changes(variant, experience)
+                axes.scatter(
+                    [100 * c.before for c in changes],
+                    [100 * c.after for c in changes],
+                    s=10,
+                    color=style.colour,
+                    marker=style.marker,
+                    alpha=0.7,
+                    label=f"{variant.name} (exp. {worst + 1})" if axes is panels[1] else None,
+                )
+        _legend(figure, len(variants))
+    return figure
+
+
 def render(figure: Figure, image_format: str) -> bytes:
     """The figure as PNG, PDF or SVG bytes (no timestamps, so reruns give equal files)."""
     buffer = io.BytesIO()

@@ -66,6 +66,9 @@ class RunRecord:
     features_cache: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
     selection: dict[str, Any] | None = None  # how `headbench tune` chose the variant
+    # Per-class test counts for the old-label check (reports.old_labels; check_class_accuracy):
+    # {"test_counts": (classes,), "correct": (T, seen after i), "to_newest": (T, old at i)}
+    class_accuracy: dict[str, list] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as written: every field, optional ones left out when None."""
@@ -258,6 +261,80 @@ def check_record(data: Any, path: Path | str) -> None:
     for key in ("features_cache", "environment", "selection"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise _refuse(path, key, data[key], "an object")
+    if data.get("class_accuracy") is not None:
+        check_class_accuracy(path, data["class_accuracy"], data["accuracy_matrix"], data)
+
+
+def _is_count_list(value: Any, size: int) -> bool:
+    return (
+        isinstance(value, list) and len(value) == size and all(_is_int(v) and v >= 0 for v in value)
+    )
+
+
+def check_class_accuracy(
+    path: Path | str, value: Any, matrix: list[list[float]], data: dict[str, Any]
+) -> None:
+    """`class_accuracy` (optional; records before it read without it): per-class counts,
+    classes in order of arrival, that agree with each other and with the accuracy matrix.
+
+    test_counts[c]: test samples of class c (positive, summing to test_counts per
+    experience); correct[i][c]: those predicted as c after experience i, one per class
+    seen after i; to_newest[i][c]: those of class c, seen before experience i, predicted
+    as one of experience i's classes (row 0 empty); correct + to_newest <= test_counts.
+    """
+    size = len(matrix)
+    if not (
+        isinstance(value, dict)
+        and set(value) == {"test_counts", "correct", "to_newest"}
+        and all(isinstance(value[k], list) for k in value)
+        and len(value["correct"]) == size
+        and len(value["to_newest"]) == size
+        and all(isinstance(row, list) for row in value["correct"] + value["to_newest"])
+    ):
+        raise _refuse(
+            path, "class_accuracy", value,
+            f"an object with test_counts (one per class), correct and to_newest ({size} "
+            "lists each, one per experience)",
+        )  # fmt: skip
+    experiences = data.get("experiences")
+    if experiences is not None:
+        sizes = [len(classes) for classes in experiences]
+    else:
+        lengths = [len(row) for row in value["correct"]]
+        sizes = [b - a for a, b in zip([0, *lengths], lengths, strict=False)]
+    seen = [sum(sizes[: i + 1]) for i in range(size)]
+    counts = value["test_counts"]
+    if (
+        not (_is_count_list(counts, seen[-1]) and all(count > 0 for count in counts))
+        or [sum(counts[a:b]) for a, b in zip([0, *seen], seen, strict=False)] != data["test_counts"]
+    ):
+        raise _refuse(
+            path, "class_accuracy.test_counts", counts,
+            f"{seen[-1]} positive integers that sum to test_counts per experience",
+        )  # fmt: skip
+    for i in range(size):
+        old = seen[i - 1] if i else 0
+        correct, to_newest = value["correct"][i], value["to_newest"][i]
+        if not (
+            _is_count_list(correct, seen[i])
+            and _is_count_list(to_newest, old)
+            and all(c <= n for c, n in zip(correct, counts, strict=False))
+            and all(c + m <= n for c, m, n in zip(correct, to_newest, counts, strict=False))
+        ):
+            raise _refuse(
+                path, f"class_accuracy row {i}", [correct, to_newest],
+                f"correct: {seen[i]} counts, to_newest: {old} counts, with correct + "
+                "to_newest at most the class's test samples",
+            )  # fmt: skip
+        for j in range(i + 1):
+            start = seen[j - 1] if j else 0
+            accuracy = sum(correct[start : seen[j]]) / data["test_counts"][j]
+            if abs(accuracy - matrix[i][j]) > 1e-9:
+                raise ReportError(
+                    f"{path}: class_accuracy.correct[{i}] gives {accuracy!r} on experience "
+                    f"{j}, accuracy_matrix[{i}][{j}] = {matrix[i][j]!r}; accepted: counts "
+                    "that agree with the matrix"
+                )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from reports import aggregate, citation, html, plots, tables
+from reports import aggregate, citation, html, old_labels, plots, tables
 from reports.atomic import atomic_write_bytes
 from reports.metrics import REPORT_METRICS
 from reports.options import (
@@ -79,6 +79,13 @@ def figure_captions(band: str = "ci95") -> dict[str, tuple[str, str]]:
             "Old and new classes",
             "Accuracy (%) on the classes of earlier experiences (old) and of the experience "
             f"just learned (new) after each experience ({steps}); {bands}",
+        ),
+        "old_labels": (
+            "Old classes before and after",
+            "Accuracy (%) of each old class right before an experience (x) and right after "
+            "it (y), mean over seeds: left, the last experience; right, each strategy's "
+            "experience with the largest old-label drop (in its legend entry). Points below "
+            'the dashed diagonal lost accuracy (docs/reports.md, "The old-label check").',
         ),
     }
 
@@ -218,6 +225,7 @@ def _figures(
         "weight_norms": plots.weight_norms_figure(benchmark, styles),
         "newest_share": plots.newest_share_figure(benchmark, styles, band),
         "old_new": plots.old_new_figure(benchmark, styles, band),
+        "old_labels": plots.old_labels_figure(benchmark, styles),
     }
     return {name: figure for name, figure in figures.items() if figure is not None}
 
@@ -342,6 +350,14 @@ def build(
                 files = ", ".join(f"figures/{name}-{figure_name}.{f}" for f in want_images)
                 listed.append(f"- {title} ({files}): {caption}\n")
             embedded.append(html.EmbeddedFigure(title, caption, png, figure_name == "heatmaps"))
+        old_label_table = old_labels.markdown_table(benchmark)
+        if old_label_table is not None:
+            caption = old_labels.TABLE_CAPTION.format(count=old_labels.WORST_SHOWN)
+            markdown += ["### Old-label check\n", caption + "\n", old_label_table]
+        if old_label_table is not None and "csv" in formats:
+            report.files[f"old_labels-{name}.csv"] = (
+                pd.DataFrame(old_labels.table_rows(benchmark)).to_csv(index=False).encode()
+            )
         if listed:
             markdown += ["### Figures\n", *listed]
         sections.append(

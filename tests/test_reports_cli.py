@@ -45,7 +45,9 @@ DEFAULT_FILES = {
     "steps.csv",
     "report.html",
 }
-FIGURES = ["accuracy", "heatmaps", "bars", "weight_norms", "newest_share", "old_new"]
+FIGURES = [
+    "accuracy", "heatmaps", "bars", "weight_norms", "newest_share", "old_new", "old_labels",
+]  # fmt: skip
 
 
 def run_cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str]:
@@ -89,7 +91,8 @@ def test_headbench_report_writes_every_default_format_from_digits_records(
     assert code == 0, stderr
     assert stderr == ""
     figures = {f"figures/digits_b5_inc1-{n}.{f}" for n in FIGURES for f in ("png", "pdf")}
-    assert files_under(out) == DEFAULT_FILES | figures
+    old_labels = {"old_labels-digits_b5_inc1.csv"}  # the old-label check's table, as CSV
+    assert files_under(out) == DEFAULT_FILES | figures | old_labels
     # The terminal shows the main table (numbers checked against the records) and the files.
     (table,) = markdown_tables(stdout)
     expected = expected_summary(read_records(digits_results))
