@@ -181,7 +181,7 @@ def test_run_record_holds_the_fully_resolved_config_and_results(
     assert record["config"] == {
         "dataset": {"name": "features", "path": str(blobs_npz)},
         "backbone": {"name": "identity"},
-        "head": {"kind": "linear", "bias": True},
+        "head": {"kind": "linear", "bias": True, "loss": "softmax"},
         "scenario": {"class_order": "identity", "initial_classes": 2, "increment": 2},
         "training": {
             "optimizer": "sgd",
