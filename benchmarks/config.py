@@ -76,6 +76,12 @@ FIXED_SECTIONS: dict[str, dict[str, Option]] = {
             choices=("linear", "cosine"),
         ),
         "bias": Option(True, bool, "the head's bias vector (see README: it decides much)"),
+        "loss": Option(
+            "softmax",
+            str,
+            "softmax cross-entropy, or sigmoid: one-vs-rest binary cross-entropy per class",
+            choices=("softmax", "sigmoid"),
+        ),
     },
     "scenario": {
         "class_order": Option(

@@ -71,13 +71,16 @@ def run(
     seed: int,
     head_kind: str = "linear",
     progress: Callable[[str], None] | None = None,
+    head_loss: str = "softmax",
 ) -> RunResult:
     """Train and evaluate one strategy; targets are arrival-order ids on the device.
 
     Same inputs and seed on the CPU give a byte-identical accuracy matrix.
     """
     data = (train_features, train_targets, test_features, test_targets)
-    return run_seeds([strategy], *data, scenario, training, bias, [seed], head_kind, progress)[0]
+    return run_seeds(
+        [strategy], *data, scenario, training, bias, [seed], head_kind, progress, head_loss
+    )[0]
 
 
 def run_seeds(
@@ -92,6 +95,7 @@ def run_seeds(
     seeds: list[int],
     head_kind: str = "linear",
     progress: Callable[[str], None] | None = None,
+    head_loss: str = "softmax",
 ) -> list[RunResult]:
     """`run` for several seeds of one strategy (one fresh instance per seed, same config),
     with the minibatch loops of all seeds trained as one batched computation.
@@ -112,12 +116,15 @@ def run_seeds(
     seeds as one batch").
 
     `progress` receives "experience k/T" as each experience starts and, for strategies
-    that train the head, "experience k/T, epoch e/E" as each epoch starts.
+    that train the head, "experience k/T, epoch e/E" as each epoch starts. `head_loss`
+    (`[head] loss`) is set on every strategy as `head_loss` before the first experience.
     """
     if len(strategies) != len(seeds):
         raise ValueError(f"{len(strategies)} strategies for {len(seeds)} seeds")
     if len({type(strategy) for strategy in strategies}) > 1:
         raise ValueError("run_seeds takes instances of one strategy, one per seed")
+    for strategy in strategies:
+        strategy.head_loss = head_loss
     runs = [
         _SeedRun(strategy, seed, train_features.shape[1], bias, head_kind, train_features.device)
         for strategy, seed in zip(strategies, seeds, strict=True)

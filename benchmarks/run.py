@@ -165,6 +165,14 @@ def plan_config(
                 f"{name} is defined for a {' or '.join(strategy.head_kinds)} head, not "
                 f"head.kind = {head['kind']!r}; run it in a config with another head"
             )
+        if head["loss"] != "softmax" and not (
+            strategy.trains_head and head["loss"] in strategy.head_losses
+        ):
+            accepted = ", ".join(strategies_with_loss(head["loss"]))
+            raise UsageError(
+                f"head.loss = {head['loss']!r} is not defined for {name} (statistics, or a "
+                f"loss that assumes a softmax); accepted with it: {accepted}"
+            )
     target = resolve_device(device)
     cache = None
     if use_cache and resolved["backbone"]["name"] != "identity":  # identity computes nothing
@@ -173,6 +181,16 @@ def plan_config(
     return Plan(
         benchmark, resolved, data, scenario, target, out, cache.directory if cache else None
     )
+
+
+def strategies_with_loss(loss: str) -> list[str]:
+    """Registered strategies whose default config trains the head with `[head] loss`."""
+    names = []
+    for name in strategies.list_strategies():
+        strategy = strategies.create(name)
+        if strategy.trains_head and loss in strategy.head_losses:
+            names.append(name)
+    return names
 
 
 PACKAGES = ("torchvision", "scipy", "scikit-learn", "pandas", "avalanche-lib", "timm")
@@ -292,11 +310,17 @@ def features_key(plan: Plan) -> str:
     return json.dumps([*tables, str(plan.device)], sort_keys=True)
 
 
+# Config keys added after records were first written, with the value every earlier run
+# had: left out of the id while they hold it, so earlier runs keep their ids (a sweep
+# resumes, a folder is not filled twice); any other value is hashed like every key.
+LATER_KEYS = {("head", "loss"): "softmax"}
+
+
 def run_identity(plan: Plan, name: str, seed: int) -> tuple[str, dict[str, Any]]:
     """(run id, the config that reruns exactly this run: one strategy, one seed).
 
-    The id hashes that config, the seed, the data and the code version, so one run has
-    one id in every `run`, `sweep` and `reproduce`.
+    The id hashes that config (less LATER_KEYS at their old value), the seed, the data and
+    the code version, so one run has one id in every `run`, `sweep` and `reproduce`.
     """
     shared = {key: value for key, value in plan.config.items() if key != "strategies"}
     training = {**plan.config["training"], "seeds": [seed]}
@@ -305,8 +329,12 @@ def run_identity(plan: Plan, name: str, seed: int) -> tuple[str, dict[str, Any]]
         "training": training,
         "strategies": {name: plan.config["strategies"][name]},
     }
+    hashed = copy.deepcopy(run_config)
+    for (section, key), value in LATER_KEYS.items():
+        if hashed.get(section, {}).get(key, value) == value:
+            hashed.get(section, {}).pop(key, None)
     identity = {
-        "config": run_config,
+        "config": hashed,
         "seed": seed,
         "data": plan.data.fingerprint,
         "code": package_version("headbench"),
@@ -346,6 +374,7 @@ def run_batch(
         seeds,
         plan.config["head"]["kind"],
         status,
+        plan.config["head"]["loss"],
     )
     seconds = (time.perf_counter() - started) / len(seeds)
     records = [

@@ -135,6 +135,7 @@ def score(plan: run.Plan, prepared: run.Prepared, protocol: Protocol) -> dict[st
             plan.config["head"]["bias"],
             seed,
             plan.config["head"]["kind"],
+            head_loss=plan.config["head"]["loss"],
         )
         scores[str(seed)] = all_metrics(result.accuracy_matrix, result.test_counts)[
             protocol.criterion

@@ -57,6 +57,7 @@ REGISTRY_STYLES = {
     "gdumb": ("#AA4499", "8"),
     "mas": ("#CC6677", "H"),
     "si": ("#661100", "+"),
+    "new_label_detector": ("#88CCEE", "|"),
 }
 """Registry key -> (colour, marker): one of each per strategy, none shared, so a strategy
 looks the same in every report whichever others it is shown with."""

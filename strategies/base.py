@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,31 @@ class Experience:
 
 
 CrossEntropyScope = Literal["seen", "new"]
+HeadLoss = Literal["softmax", "sigmoid"]
+HEAD_LOSSES: tuple[str, ...] = typing.get_args(HeadLoss)
+
+
+def one_vs_rest_bce(
+    logits: Tensor, targets: Tensor, first_class: int = 0, class_weights: Tensor | None = None
+) -> Tensor:
+    """Binary cross-entropy of every logit against "the sample is this column's class".
+
+    Column k scores class `first_class + k`; a target outside the columns (an old class
+    when only the new classes' logits are given) is a negative for all of them. Summed
+    over the columns and averaged over the batch: iCaRL's classification loss (Rebuffi et
+    al., CVPR 2017, Algorithm 3) sums over classes, so each unit is one logistic regression
+    whose gradient does not shrink as classes are added (a mean over columns would divide
+    every unit's learning rate by their number). `class_weights` (seen,) weight each
+    sample by its class and normalise by the batch's total weight, as `classification_loss`.
+    """
+    classes = torch.arange(first_class, first_class + logits.shape[1], device=targets.device)
+    positives = (targets[:, None] == classes).to(logits.dtype)  # (batch, columns)
+    per_logit = F.binary_cross_entropy_with_logits(logits, positives, reduction="none")
+    per_sample = per_logit.sum(dim=1)  # (batch,)
+    if class_weights is None:
+        return per_sample.mean()
+    weights = class_weights[targets]  # (batch,)
+    return (weights * per_sample).sum() / weights.sum()
 
 
 def classification_loss(
@@ -151,14 +177,20 @@ def classification_loss(
     num_old: int = 0,
     scope: CrossEntropyScope = "seen",
     class_weights: Tensor | None = None,
+    loss: HeadLoss = "softmax",
 ) -> Tensor:
     """Cross-entropy over all seen classes, or over the new classes' logits only.
 
     "seen" is Avalanche's choice; "new" is the multi-head reading of LwF that PyCIL and
     FACIL use for class-incremental training (old logits then learn only through the
     regulariser). `class_weights` (seen,) weight each sample by its class and normalise
-    by the batch's total weight (torch's weighted mean).
+    by the batch's total weight (torch's weighted mean). `loss = "sigmoid"` (`[head]
+    loss`) replaces the softmax cross-entropy by one-vs-rest binary cross-entropy over the
+    same logits (`one_vs_rest_bce`).
     """
+    if loss == "sigmoid":
+        first = 0 if scope == "seen" else num_old
+        return one_vs_rest_bce(logits[:, first:], targets, first, class_weights)
     if scope == "seen":
         return F.cross_entropy(logits, targets, weight=class_weights)
     weight = None if class_weights is None else class_weights[num_old:]
@@ -265,11 +297,15 @@ class Strategy(GrowingBuffers):
     trains_on_all_seen: ClassVar[bool] = False
     trains_head: ClassVar[bool] = True  # False: no minibatch loop (statistics-only methods)
     head_kinds: ClassVar[tuple[str, ...]] = tuple(HEAD_KINDS)  # the heads it is defined for
+    # `[head] loss` values its objective is defined for: a strategy that passes
+    # `self.head_loss` to `classification_loss` lists "sigmoid" too.
+    head_losses: ClassVar[tuple[str, ...]] = ("softmax",)
 
     def __init__(self, config: Any = None) -> None:
         super().__init__()
         self.config = self.Config() if config is None else config
         self.class_weights: Tensor | None = None
+        self.head_loss: str = "softmax"  # `[head] loss`, set by the engine before training
         self.memory: nn.Module | None = None
         # What `hold_old_rows` copied; only for the current experience, so not a buffer.
         self._held: dict[str, Tensor] | None = None
@@ -317,8 +353,11 @@ class Strategy(GrowingBuffers):
         """Called after `expand`, before the first minibatch of the experience."""
 
     def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:
-        """The objective for one minibatch; default: cross-entropy over all seen classes."""
-        return classification_loss(logits, targets, class_weights=self.class_weights)
+        """The objective for one minibatch; default: cross-entropy over all seen classes
+        (one-vs-rest binary cross-entropy with `[head] loss = "sigmoid"`)."""
+        return classification_loss(
+            logits, targets, class_weights=self.class_weights, loss=self.head_loss
+        )
 
     def after_update(self, head: Head) -> None:
         """Called after every optimizer step (only when a strategy overrides it)."""
@@ -433,11 +472,19 @@ def type_name(annotation: Any) -> str:
     """`float`, `bool`, or the accepted values of a Literal, for messages and listings."""
     if typing.get_origin(annotation) is Literal:
         return " | ".join(repr(value) for value in typing.get_args(annotation))
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " | ".join(type_name(arm) for arm in typing.get_args(annotation))
     return getattr(annotation, "__name__", str(annotation))
 
 
 def _coerce(key: str, annotation: Any, value: Any) -> Any:
-    if typing.get_origin(annotation) is Literal:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arm in typing.get_args(annotation):  # e.g. `float | Literal["calibrated"]`
+            try:
+                return _coerce(key, arm, value)
+            except HyperparameterError:
+                continue
+    elif typing.get_origin(annotation) is Literal:
         if value in typing.get_args(annotation):
             return value
     elif annotation is float:

@@ -39,10 +39,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from strategies.base import (
+    HEAD_LOSSES,
     CrossEntropyScope,
     Experience,
     FreezeConfig,
     Head,
+    HeadLoss,
     Strategy,
     check_scope,
     classification_loss,
@@ -67,17 +69,22 @@ class EWCConfig(FreezeConfig, ReplayConfig):
         require(0 <= self.gamma <= 1, f"strategies.ewc.gamma = {self.gamma} must be in [0, 1]")
 
 
-def empirical_fisher(head: Head, features: Tensor, targets: Tensor) -> dict[str, Tensor]:
+def empirical_fisher(
+    head: Head, features: Tensor, targets: Tensor, loss: HeadLoss = "softmax"
+) -> dict[str, Tensor]:
     """Mean over samples of the squared per-sample gradient of −log p(y | x).
 
     For logits z = W x + b, ∂(−log p_y)/∂z = p − e_y, so the per-sample gradient of W is
-    (p − e_y) xᵀ and its square (p − e_y)² (x²)ᵀ: the mean is one matrix product.
+    (p − e_y) xᵀ and its square (p − e_y)² (x²)ᵀ: the mean is one matrix product. With a
+    sigmoid head (`loss = "sigmoid"`) the likelihood is a product of Bernoullis, −log p(y | x)
+    is the one-vs-rest binary cross-entropy, and p above is σ(z) taken elementwise.
     Squares below float's smallest normal number are set to 0 first: old classes' softmax
     probabilities become that small, and subnormal inputs make the CPU's matrix product
     up to 20 times slower, for terms far below the sum's rounding.
     """
     with torch.no_grad():
-        residual = F.softmax(head(features), dim=1)  # (samples, seen)
+        logits = head(features)  # (samples, seen)
+        residual = torch.sigmoid(logits) if loss == "sigmoid" else F.softmax(logits, dim=1)
         residual[torch.arange(len(targets), device=targets.device), targets] -= 1
         squared = residual.square()  # (samples, seen)
         squared.masked_fill_(squared < torch.finfo(squared.dtype).tiny, 0.0)
@@ -88,13 +95,13 @@ def empirical_fisher(head: Head, features: Tensor, targets: Tensor) -> dict[str,
 
 
 def autograd_fisher(
-    head: Head, features: Tensor, targets: Tensor, chunk: int = 256
+    head: Head, features: Tensor, targets: Tensor, loss: HeadLoss = "softmax", chunk: int = 256
 ) -> dict[str, Tensor]:
     """The same mean of squared per-sample gradients, by `torch.func` for any head (the
     cosine head's logits are not linear in its parameters)."""
 
     def negative_log_likelihood(logits: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(logits, target[None])
+        return classification_loss(logits, target[None], loss=loss)
 
     return per_sample_mean(head, features, targets, negative_log_likelihood, Tensor.square, chunk)
 
@@ -146,6 +153,7 @@ class EWC(Strategy):
     cite_keys = ("kirkpatrick2017overcoming",)
     Config = EWCConfig
     penalty_factor: ClassVar[float] = 0.5  # λ/2 in Eq. 3 (MAS and SI write λ, c)
+    head_losses = HEAD_LOSSES  # the Fisher follows the head's likelihood
 
     @classmethod
     def paper_name(cls, config: EWCConfig) -> tuple[str, tuple[str, ...]]:
@@ -218,7 +226,7 @@ class EWC(Strategy):
 
     def loss(self, logits: Tensor, targets: Tensor, features: Tensor, head: Head) -> Tensor:
         loss = classification_loss(
-            logits, targets, self.num_old, self.config.ce_scope, self.class_weights
+            logits, targets, self.num_old, self.config.ce_scope, self.class_weights, self.head_loss
         )
         if self.importance_weight is None or self.config.lambda_ == 0:
             return loss
@@ -229,7 +237,7 @@ class EWC(Strategy):
         """The new importance of each head parameter: EWC's empirical Fisher (MAS and SI,
         which share the penalty, override this)."""
         estimate = empirical_fisher if head.kind == "linear" else autograd_fisher
-        return estimate(head, experience.features, experience.targets)
+        return estimate(head, experience.features, experience.targets, self.head_loss)
 
     @torch.no_grad()
     def after_experience(self, head: Head, experience: Experience) -> None:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from strategies.base import (
+    HEAD_LOSSES,
     Experience,
     Head,
     HyperparameterError,
@@ -111,6 +112,7 @@ class FeTrIL(Strategy):
     paper = "Petit et al., FeTrIL, WACV 2023"
     Config = FeTrILConfig
     trains_head = False  # with the default SVMs; `classifier = "sgd"` trains the head
+    head_losses = HEAD_LOSSES  # with `classifier = "sgd"`: the base loss
 
     def __init__(self, config: FeTrILConfig | None = None) -> None:
         super().__init__(config)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from strategies.base import (
+    HEAD_LOSSES,
     Experience,
     Head,
     HyperparameterError,
@@ -88,6 +89,7 @@ class GDumb(Strategy):
 
     paper = "Prabhu, Torr & Dokania, GDumb, ECCV 2020"
     Config = GDumbConfig
+    head_losses = HEAD_LOSSES  # the base loss follows `[head] loss`
 
     def __init__(self, config: GDumbConfig | None = None) -> None:
         super().__init__(config)

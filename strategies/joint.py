@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.base import Head, Strategy, initial_rows
+from strategies.base import HEAD_LOSSES, Head, Strategy, initial_rows
 from strategies.registry import register
 
 
@@ -29,6 +29,7 @@ class Joint(Strategy):
     display_name = "Joint"
     Config = JointConfig
     trains_on_all_seen = True
+    head_losses = HEAD_LOSSES  # the base loss follows `[head] loss`
 
     def expand(self, head: Head, num_new: int) -> None:
         num_seen = head.num_classes + num_new

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from strategies.base import FreezeConfig, Strategy
+from strategies.base import HEAD_LOSSES, FreezeConfig, Strategy
 from strategies.memory import ReplayConfig
 from strategies.registry import register
 
@@ -29,3 +29,4 @@ class Naive(Strategy):
     paper = "Lower bound (fine-tuning); no paper"
     display_name = "Fine-tuning"
     Config = NaiveConfig
+    head_losses = HEAD_LOSSES  # the base loss follows `[head] loss`

@@ -31,6 +31,7 @@ _BUILTIN = (
     "gdumb",
     "mas",
     "si",
+    "new_label_detector",
 )
 _loaded = False
 
