@@ -66,6 +66,9 @@ class RunRecord:
     features_cache: dict[str, Any] | None = None
     environment: dict[str, Any] | None = None
     selection: dict[str, Any] | None = None  # how `headbench tune` chose the variant
+    # A few-shot stream: {"source": "drawn" | a protocol, "indices": per experience the
+    # sorted training-split indices it kept, null where it kept all}.
+    train_subset: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as written: every field, optional ones left out when None."""
@@ -258,6 +261,35 @@ def check_record(data: Any, path: Path | str) -> None:
     for key in ("features_cache", "environment", "selection"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise _refuse(path, key, data[key], "an object")
+    _check_train_subset(path, data.get("train_subset"), size)
+
+
+def _check_train_subset(path: Path | str, subset: Any, size: int) -> None:
+    if subset is None:
+        return
+    indices = subset.get("indices") if isinstance(subset, dict) else None
+    if not (
+        isinstance(subset, dict)
+        and set(subset) == {"source", "indices"}
+        and isinstance(subset["source"], str)
+        and subset["source"]
+        and isinstance(indices, list)
+        and len(indices) == size
+        and all(
+            kept is None
+            or (
+                isinstance(kept, list)
+                and all(_is_int(i) and i >= 0 for i in kept)
+                and all(a < b for a, b in zip(kept, kept[1:], strict=False))
+            )
+            for kept in indices
+        )
+    ):
+        raise _refuse(
+            path, "train_subset", subset,
+            f'an object {{"source": a name, "indices": {size} entries, each null or a '
+            "sorted list of distinct training-split indices}",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
