@@ -318,6 +318,7 @@ def run_identity(plan: Plan, name: str, seed: int) -> tuple[str, dict[str, Any]]
     training = {**plan.config["training"], "seeds": [seed]}
     run_config = {
         **shared,
+        "scenario": shots.written_out(plan.config["scenario"]),
         "training": training,
         "strategies": {name: plan.config["strategies"][name]},
     }
