@@ -323,3 +323,59 @@ def test_plan_of_a_shots_config_writes_nothing(tmp_path):
     plan = run.plan(str(shots_config(tmp_path)), ["scenario.shots=2"], [], "0-1", "cpu")
     assert plan.train_subset is not None
     assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# headbench tune: scored on the dataset's own validation split, trained on the seed's shots
+
+
+def nearest_mean_scores(train_x, train_y, val_x, val_y) -> dict[str, float]:
+    """Validation accuracy of nearest class means, cosine and Euclidean, by numpy alone."""
+    means = np.stack([train_x[train_y == c].mean(0) for c in range(6)]).astype(np.float64)
+    val = val_x.astype(np.float64)
+    euclidean = -np.linalg.norm(val[:, None] - means[None], axis=2)
+    cosine = (val / np.linalg.norm(val, axis=1, keepdims=True)) @ (
+        means / np.linalg.norm(means, axis=1, keepdims=True)
+    ).T
+    return {
+        "strategies.ncm.metric=cosine": float((cosine.argmax(1) == val_y).mean()),
+        "strategies.ncm.metric=euclidean": float((euclidean.argmax(1) == val_y).mean()),
+    }
+
+
+def test_tune_trains_each_seed_on_its_shots(tmp_path, capsys):
+    """NCM's validation scores equal nearest class means (numpy) of the recorded shots,
+    on overlapping classes where the means of 2 samples score otherwise than those of 40."""
+    from test_tune import NCM_GRID
+
+    arrays = make_blobs(spread=1.5)
+    other = make_blobs(spread=1.5, seed=1)
+    arrays.update(X_val=other["X_test"], y_val=other["y_test"])
+    np.savez(tmp_path / "own.npz", **arrays)
+    config = write_config(tmp_path, tmp_path / "own.npz")
+    argv = ["tune", config, *NCM_GRID, "--set", "scenario.shots=2", "--out", tmp_path / "o"]
+    assert call([str(a) for a in argv]) == 0, capsys.readouterr().err
+    (record,) = records(tmp_path / "o")
+    shots = record["train_subset"]["indices"][1:]
+    kept = np.concatenate([np.flatnonzero(arrays["y_train"] < 2), *shots])
+    train_x, train_y = arrays["X_train"][kept], arrays["y_train"][kept]
+    assert np.bincount(train_y).tolist() == [40, 40, 2, 2, 2, 2]
+    expected = nearest_mean_scores(train_x, train_y, arrays["X_val"], arrays["y_val"])
+    everything = nearest_mean_scores(
+        arrays["X_train"], arrays["y_train"], arrays["X_val"], arrays["y_val"]
+    )
+    assert expected != everything  # the case tells the shots from all the samples
+    assert record["selection"]["scores"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_tune_with_shots_and_no_own_validation_split_is_refused(tmp_path, capsys):
+    config = shots_config(tmp_path)
+    argv = ["tune", config, "--strategy", "ncm", "--grid", "strategies.ncm.metric=cosine,euclidean"]
+    line = assert_refused(
+        capsys, [*argv, "--set", "scenario.shots=2", "--out", tmp_path / "o"], tmp_path / "o"
+    )
+    assert line == (
+        "headbench: error: tune with scenario.shots, base_shots or protocol scores on a "
+        "dataset's own validation split (clinc150 has one); dataset 'features' has none, and "
+        "a split held out of its training data would take samples of the few shots"
+    )
