@@ -92,6 +92,21 @@ FIXED_SECTIONS: dict[str, dict[str, Option]] = {
         ),
         "initial_classes": Option(10, int, "B: classes in the first experience", minimum=2),
         "increment": Option(10, int, "classes per later experience", minimum=1),
+        # Few-shot scenarios (benchmarks/shots.py): drawn per seed, or a published protocol.
+        "shots": Option(
+            "all",
+            (str, int),
+            'training samples kept per class after the first experience: "all" or K',
+        ),
+        "base_shots": Option(
+            "all", (str, int), 'training samples kept per class of the first experience: "all" or K'
+        ),
+        "protocol": Option(
+            "none",
+            str,
+            'published per-experience training samples: "none" or "fscil_cifar100" (TOPIC, CEC)',
+            choices=("none", "fscil_cifar100"),
+        ),
     },
     "training": {
         "optimizer": Option("sgd", str, "head optimizer", choices=("sgd", "adam")),
@@ -168,6 +183,14 @@ def check_seeds(value: Any) -> list[int]:
     if len(set(value)) != len(value):
         raise UsageError(f"training.seeds = {value!r} repeats an id; each seed runs once")
     return list(value)
+
+
+def check_shots(key: str, value: Any) -> None:
+    """`scenario.shots` and `base_shots`: "all", or a number of samples per class >= 1."""
+    if value != "all" and not (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    ):
+        raise UsageError(f'{key} = {value!r} is not accepted; use "all" or an integer >= 1')
 
 
 def find_config(name_or_path: str) -> Path:
@@ -287,6 +310,8 @@ def resolve(
     for section, options in FIXED_SECTIONS.items():
         resolved[section] = resolve_table(section, raw.get(section, {}), options)
     resolved["training"]["seeds"] = check_seeds(resolved["training"]["seeds"])
+    for key in ("shots", "base_shots"):
+        check_shots(f"scenario.{key}", resolved["scenario"][key])
     strategies = raw.get("strategies", {})
     if not isinstance(strategies, dict) or not all(
         isinstance(t, dict) for t in strategies.values()

@@ -72,14 +72,16 @@ def run(
     head_kind: str = "linear",
     progress: Callable[[str], None] | None = None,
     head_loss: str = "softmax",
+    train_kept: Tensor | None = None,
 ) -> RunResult:
     """Train and evaluate one strategy; targets are arrival-order ids on the device.
 
     Same inputs and seed on the CPU give a byte-identical accuracy matrix.
     """
     data = (train_features, train_targets, test_features, test_targets)
+    kept = None if train_kept is None else [train_kept]
     return run_seeds(
-        [strategy], *data, scenario, training, bias, [seed], head_kind, progress, head_loss
+        [strategy], *data, scenario, training, bias, [seed], head_kind, progress, head_loss, kept
     )[0]
 
 
@@ -96,6 +98,7 @@ def run_seeds(
     head_kind: str = "linear",
     progress: Callable[[str], None] | None = None,
     head_loss: str = "softmax",
+    train_kept: list[Tensor] | None = None,
 ) -> list[RunResult]:
     """`run` for several seeds of one strategy (one fresh instance per seed, same config),
     with the minibatch loops of all seeds trained as one batched computation.
@@ -118,8 +121,11 @@ def run_seeds(
     `progress` receives "experience k/T" as each experience starts and, for strategies
     that train the head, "experience k/T, epoch e/E" as each epoch starts. `head_loss`
     (`[head] loss`) is set on every strategy as `head_loss` before the first experience.
+
+    `train_kept`: per seed, a (train,) mask of the training samples its stream keeps (a
+    few-shot scenario, benchmarks/shots.py); samples outside it are never trained on.
     """
-    if len(strategies) != len(seeds):
+    if len(strategies) != len(seeds) or len(train_kept or seeds) != len(seeds):
         raise ValueError(f"{len(strategies)} strategies for {len(seeds)} seeds")
     if len({type(strategy) for strategy in strategies}) > 1:
         raise ValueError("run_seeds takes instances of one strategy, one per seed")
@@ -149,8 +155,14 @@ def run_seeds(
         num_old, num_seen = scenario.boundaries[index], scenario.boundaries[index + 1]
         first = 0 if strategy.trains_on_all_seen else num_old
         selected = (train_targets >= first) & (train_targets < num_seen)
-        data = (train_features[selected], train_targets[selected])  # (n, dim), (n,): shared
-        sets = [r.begin(Experience(index, num_old, num_seen, *data), training) for r in runs]
+        if train_kept is None:  # (n, dim), (n,): shared by the seeds
+            data = [(train_features[selected], train_targets[selected])] * len(runs)
+        else:  # each seed's own few shots
+            data = [(train_features[selected & k], train_targets[selected & k]) for k in train_kept]
+        sets = [
+            r.begin(Experience(index, num_old, num_seen, *d), training)
+            for r, d in zip(runs, data, strict=True)
+        ]
         losses: list[float | None] = [None] * len(runs)
         if strategy.trains_head:
             orders = [

@@ -9,6 +9,10 @@ features are non-negative (Weight Aligning's weight clipping assumes so).
   Sec. 4.2: a 3x3 stem and three stages of five basic blocks at 16, 32, 64 channels
   (6n + 2 layers, n = 5), shortcut option A (stride-2 subsampling and zero-padded
   channels, no parameters); 64-d features. The backbone of iCaRL, PODNet and ACIL.
+- `resnet20`: the same family with n = 3 (three blocks per stage), 64-d features, and
+  1x1 projection shortcuts (conv + BN) where the shape changes, as CEC's
+  `models/resnet20_cifar.py` builds it: the CIFAR-100 backbone of the FSCIL protocol
+  (TOPIC, CEC and their successors).
 - `resnet18_cifar`: the ImageNet ResNet-18 (basic blocks [2, 2, 2, 2] at 64..512
   channels, 1x1 projection shortcuts) with the CIFAR stem: one 3x3 stride-1 conv and no
   max-pool, so 32x32 inputs keep their resolution; 512-d features. FeTrIL, FeCAM.
@@ -138,6 +142,9 @@ def build(arch: str, in_channels: int, width: int) -> nn.Module:
     if arch == "resnet32":
         base = width or 16
         return CifarResNet(in_channels, [base, 2 * base, 4 * base], [5, 5, 5], shortcut="A")
+    if arch == "resnet20":
+        base = width or 16
+        return CifarResNet(in_channels, [base, 2 * base, 4 * base], [3, 3, 3], shortcut="B")
     if arch == "resnet18_cifar":
         base = width or 64
         return CifarResNet(
@@ -146,4 +153,4 @@ def build(arch: str, in_channels: int, width: int) -> nn.Module:
     raise ValueError(f"unknown arch {arch!r}")  # options are checked before this
 
 
-ARCHS = ("small", "resnet32", "resnet18_cifar")
+ARCHS = ("small", "resnet20", "resnet32", "resnet18_cifar")

@@ -280,6 +280,10 @@ def reproduce(
             found, relative = compare_values(name, record.get(name), fresh.get(name))
             comparison.values += found
             comparison.largest_relative = max(comparison.largest_relative, relative)
+        if record.get("train_subset") != fresh.get("train_subset"):  # few-shot samples
+            comparison.values.append(
+                "train_subset: the training samples recorded differ from those drawn now"
+            )
         comparison.values_binding = "cuda" not in (recorded_device, str(plan.device))
         results.append((comparison, limit))
     return results

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 import strategies
-from benchmarks import backbones, config, datasets, engine, store
+from benchmarks import backbones, config, datasets, engine, shots, store
 from benchmarks.cache import Cache, resolve_directory
 from benchmarks.errors import UsageError
 from benchmarks.progress import Progress
@@ -55,6 +55,7 @@ class Plan:
     device: torch.device
     out: Path
     cache_dir: Path | None = None  # the feature cache; None: compute, read and write nothing
+    train_subset: shots.TrainSubset | None = None  # few-shot: the samples each experience keeps
 
 
 def resolve_device(name: str) -> torch.device:
@@ -173,13 +174,28 @@ def plan_config(
                 f"head.loss = {head['loss']!r} is not defined for {name} (statistics, or a "
                 f"loss that assumes a softmax); accepted with it: {accepted}"
             )
+    train_subset = shots.plan(
+        scenario_table,
+        scenario,
+        data.train_targets,
+        data.class_names,
+        {n: strategies.get_strategy(n).trains_on_all_seen for n in resolved["strategies"]},
+        resolved["backbone"]["name"],
+    )
     target = resolve_device(device)
     cache = None
     if use_cache and resolved["backbone"]["name"] != "identity":  # identity computes nothing
         cache = Cache(resolve_directory(cache_dir))  # --cache-dir, $HEADBENCH_CACHE, default
         cache.check_writable()
     return Plan(
-        benchmark, resolved, data, scenario, target, out, cache.directory if cache else None
+        benchmark,
+        resolved,
+        data,
+        scenario,
+        target,
+        out,
+        cache.directory if cache else None,
+        train_subset,
     )
 
 
@@ -326,6 +342,7 @@ def run_identity(plan: Plan, name: str, seed: int) -> tuple[str, dict[str, Any]]
     training = {**plan.config["training"], "seeds": [seed]}
     run_config = {
         **shared,
+        "scenario": shots.written_out(plan.config["scenario"]),
         "training": training,
         "strategies": {name: plan.config["strategies"][name]},
     }
@@ -362,6 +379,7 @@ def run_batch(
     instances = [strategies.create(name, plan.config["strategies"][name]) for _ in seeds]
     started = time.perf_counter()
     features = prepared.features
+    kept = None if plan.train_subset is None else [kept_mask(plan, seed) for seed in seeds]
     results = engine.run_seeds(
         instances,
         features.train,
@@ -375,6 +393,7 @@ def run_batch(
         plan.config["head"]["kind"],
         status,
         plan.config["head"]["loss"],
+        kept,
     )
     seconds = (time.perf_counter() - started) / len(seeds)
     records = [
@@ -385,6 +404,18 @@ def run_batch(
         for record in records:
             record["seed_batch"] = list(seeds)
     return records
+
+
+def kept_mask(plan: Plan, seed: int) -> Tensor:
+    """(train,) True for the training samples a seed's few-shot stream keeps."""
+    arrival = plan.scenario.remap(plan.data.train_targets)  # (train,)
+    mask = np.ones(len(arrival), dtype=bool)
+    for index, indices in enumerate(plan.train_subset.indices_for(seed)):
+        if indices is not None:  # the experience keeps only these of its classes' samples
+            bounds = plan.scenario.boundaries[index : index + 2]
+            mask[(arrival >= bounds[0]) & (arrival < bounds[1])] = False
+            mask[indices] = True
+    return torch.from_numpy(mask).to(plan.device)
 
 
 def _record(
@@ -436,6 +467,7 @@ def _record(
         features_fingerprint=prepared.fingerprint,
         features_cache=features.cache,  # per split: entry digest, checksum, source
         environment=prepared.environment,
+        train_subset=None if plan.train_subset is None else plan.train_subset.record(seed),
     ).to_json()
 
 

@@ -124,10 +124,13 @@ def score(plan: run.Plan, prepared: run.Prepared, protocol: Protocol) -> dict[st
     (name,) = plan.config["strategies"]
     scores = {}
     for seed in plan.config["training"]["seeds"]:
+        seed_kept = kept  # a few-shot stream trains on the seed's shots only
+        if plan.train_subset is not None:
+            seed_kept = kept & run.kept_mask(plan, seed)
         result = engine.run(
             strategies.create(name, plan.config["strategies"][name]),
-            features[kept],
-            all_targets[kept],
+            features[seed_kept],
+            all_targets[seed_kept],
             val_features,
             val_targets,
             truncated,
@@ -200,6 +203,12 @@ def tune(
     ]
     protocol = resolve_protocol(protocol, plans[0].data)
     _check(protocol, plans[0].scenario.num_experiences)
+    if plans[0].train_subset is not None and protocol.fraction is not None:
+        raise UsageError(
+            "tune with scenario.shots, base_shots or protocol scores on a dataset's own "
+            f"validation split (clinc150 has one); dataset {plans[0].data.name!r} has none, "
+            "and a split held out of its training data would take samples of the few shots"
+        )
     if protocol.fraction is None:
         check_own_validation(plans[0], protocol)
     (name,) = plans[0].config["strategies"]

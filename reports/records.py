@@ -69,6 +69,9 @@ class RunRecord:
     # Per-class test counts for the old-label check (reports.old_labels; check_class_accuracy):
     # {"test_counts": (classes,), "correct": (T, seen after i), "to_newest": (T, old at i)}
     class_accuracy: dict[str, list] | None = None
+    # A few-shot stream: {"source": "drawn" | a protocol, "indices": per experience the
+    # sorted training-split indices it kept, null where it kept all}.
+    train_subset: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The record as written: every field, optional ones left out when None."""
@@ -263,6 +266,7 @@ def check_record(data: Any, path: Path | str) -> None:
             raise _refuse(path, key, data[key], "an object")
     if data.get("class_accuracy") is not None:
         check_class_accuracy(path, data["class_accuracy"], data["accuracy_matrix"], data)
+    _check_train_subset(path, data.get("train_subset"), size)
 
 
 def _is_count_list(value: Any, size: int) -> bool:
@@ -335,6 +339,34 @@ def check_class_accuracy(
                     f"{j}, accuracy_matrix[{i}][{j}] = {matrix[i][j]!r}; accepted: counts "
                     "that agree with the matrix"
                 )
+
+
+def _check_train_subset(path: Path | str, subset: Any, size: int) -> None:
+    if subset is None:
+        return
+    indices = subset.get("indices") if isinstance(subset, dict) else None
+    if not (
+        isinstance(subset, dict)
+        and set(subset) == {"source", "indices"}
+        and isinstance(subset["source"], str)
+        and subset["source"]
+        and isinstance(indices, list)
+        and len(indices) == size
+        and all(
+            kept is None
+            or (
+                isinstance(kept, list)
+                and all(_is_int(i) and i >= 0 for i in kept)
+                and all(a < b for a, b in zip(kept, kept[1:], strict=False))
+            )
+            for kept in indices
+        )
+    ):
+        raise _refuse(
+            path, "train_subset", subset,
+            f'an object {{"source": a name, "indices": {size} entries, each null or a '
+            "sorted list of distinct training-split indices}",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

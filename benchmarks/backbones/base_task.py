@@ -44,7 +44,7 @@ BASE_TASK_TRAINING = ("arch", "width", "epochs", "lr", "weight_decay", "batch_si
         "arch": Option(
             "small",
             str,
-            "small (digits-size conv net), resnet32 (64-d) or resnet18_cifar (512-d)",
+            "small (digits-size conv net), resnet20 / resnet32 (64-d) or resnet18_cifar (512-d)",
             choices=networks.ARCHS,
         ),
         "width": Option(
