@@ -327,31 +327,33 @@ def features_key(plan: Plan) -> str:
 
 
 # Config keys added after records were first written, with the value every earlier run
-# had: left out of the id while they hold it, so earlier runs keep their ids (a sweep
-# resumes, a folder is not filled twice); any other value is hashed like every key.
-LATER_KEYS = {("head", "loss"): "softmax"}
+# had: left out of the record's config and of the id while they hold it, so earlier runs
+# keep their ids (a sweep resumes, a folder is not filled twice) and group with later ones
+# in reports; any other value is written and hashed like every key. Reading a config
+# (`reproduce`) fills them in again.
+LATER_KEYS = {
+    ("head", "loss"): "softmax",
+    **{("scenario", key): value for key, value in shots.DEFAULTS.items()},
+}
 
 
 def run_identity(plan: Plan, name: str, seed: int) -> tuple[str, dict[str, Any]]:
     """(run id, the config that reruns exactly this run: one strategy, one seed).
 
-    The id hashes that config (less LATER_KEYS at their old value), the seed, the data and
-    the code version, so one run has one id in every `run`, `sweep` and `reproduce`.
+    The config leaves out LATER_KEYS at their old value; the id hashes it, the seed, the
+    data and the code version, so one run has one id in every `run`, `sweep` and
+    `reproduce`.
     """
     shared = {key: value for key, value in plan.config.items() if key != "strategies"}
     training = {**plan.config["training"], "seeds": [seed]}
-    run_config = {
-        **shared,
-        "scenario": shots.written_out(plan.config["scenario"]),
-        "training": training,
-        "strategies": {name: plan.config["strategies"][name]},
-    }
-    hashed = copy.deepcopy(run_config)
+    run_config = copy.deepcopy(
+        {**shared, "training": training, "strategies": {name: plan.config["strategies"][name]}}
+    )
     for (section, key), value in LATER_KEYS.items():
-        if hashed.get(section, {}).get(key, value) == value:
-            hashed.get(section, {}).pop(key, None)
+        if run_config.get(section, {}).get(key, value) == value:
+            run_config.get(section, {}).pop(key, None)
     identity = {
-        "config": hashed,
+        "config": run_config,
         "seed": seed,
         "data": plan.data.fingerprint,
         "code": package_version("headbench"),

@@ -79,13 +79,6 @@ FSCIL_CIFAR100_SHOTS = 5
 DEFAULTS = {"shots": ALL, "base_shots": ALL, "protocol": "none"}
 
 
-def written_out(table: dict) -> dict:
-    """A resolved [scenario] table as run records store it: the few-shot keys only where
-    they are set, so that runs without few shots keep the configs and run ids they had
-    before these keys existed (reports group runs by config; `reproduce` fills them in)."""
-    return {k: v for k, v in table.items() if not (k in DEFAULTS and v == DEFAULTS[k])}
-
-
 @dataclass(frozen=True)
 class TrainSubset:
     """Which training samples each experience keeps: drawn per seed, or published.
