@@ -161,8 +161,18 @@ def task_aware_caption(benchmark: Benchmark) -> str:
 
 
 def task_aware_notes(benchmark: Benchmark) -> list[str]:
-    """A note per variant whose records lack the task-aware matrix (all or some seeds)."""
+    """A note on experiences of one class (always right task-aware), and one per variant
+    whose records lack the task-aware matrix (all or some seeds)."""
     notes = []
+    if "experiences" in benchmark.first.record:
+        single = [i + 1 for i, classes in enumerate(benchmark.experiences) if len(classes) == 1]
+        if single:
+            notes.append(
+                f"{len(single)} of {len(benchmark.experiences)} experiences hold a single class "
+                f"(experience {', '.join(map(str, single))}): among its own classes a sample "
+                "of those is always right, so their task-aware accuracy is 100% by "
+                "construction and only the other experiences can fall below it."
+            )
     for variant in benchmark.variants:
         lacking = [run.seed for run in variant.runs if run.task_aware_matrix is None]
         if len(lacking) == len(variant.runs):

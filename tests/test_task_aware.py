@@ -376,3 +376,18 @@ def test_report_of_real_runs_equals_an_independent_recomputation(blob_runs, tmp_
         ]
         assert csv.loc[(strategy, "task_aware_gap"), "mean"] == pytest.approx(np.mean(gaps))
         assert min(gaps) >= 0
+
+
+def test_report_says_when_single_class_experiences_are_right_by_construction(tmp_path):
+    records = [
+        {**r, "experiences": [[0, 1, 2], [3]], "weight_norms": [[1.0] * 3, [1.0] * 4]}
+        for r in toy_records()
+    ]
+    results = write_records(tmp_path / "inc1", records)
+    out = tmp_path / "report"
+    make_report(results, out, formats="md")
+    text = (out / "report.md").read_text()
+    assert "1 of 2 experiences hold a single class (experience 2)" in text
+    # Two classes per experience (toy_records as they are): no such note.
+    make_report(write_records(tmp_path / "inc2", toy_records()), tmp_path / "r2", formats="md")
+    assert "hold a single class" not in (tmp_path / "r2" / "report.md").read_text()
