@@ -8,7 +8,8 @@ sync; the loss is summed on the device and read once per experience). A strategy
 add exemplars to the training set (`training_set`) and ask for a second stage on other
 parameters (`calibration`, BiC's bias correction); the same loop runs both. Evaluation
 after experience i fills row i of the accuracy matrix over every class seen so far, with
-no task labels.
+no task labels, and row i of the task-aware matrix from the same scores, each sample's
+argmax taken among its own experience's classes only (`evaluate`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class RunResult:
     class_correct: list[list[int]] = field(default_factory=list)
     class_to_newest: list[list[int]] = field(default_factory=list)
     class_test_counts: list[int] = field(default_factory=list)  # (classes,) arrival order
+    # R_aware[i][j]: as accuracy_matrix, each sample scored among its experience's classes
+    task_aware_accuracy_matrix: list[list[float | None]] | None = None
 
 
 def make_optimizer(parameters: list[Tensor], training: dict[str, Any]) -> torch.optim.Optimizer:
@@ -192,7 +195,16 @@ def run_seeds(
         elapsed = (time.perf_counter() - started) / len(runs)
         for r, loss in zip(runs, losses, strict=True):
             r.seconds["train"] += elapsed
-            r.finish(index, loss, training, test_features, test_targets, test_experience, scenario)
+            r.finish(
+                index,
+                loss,
+                training,
+                test_features,
+                test_targets,
+                test_experience,
+                experience_of_class,
+                scenario,
+            )
             r.losses.append(loss)
     return [r.result(test_counts, class_test_counts) for r in runs]
 
@@ -226,6 +238,7 @@ class _SeedRun:
             self.head = make_head(head_kind, dim, bias).to(device)
         strategy.to(device)
         self.rows: list[list[float | None]] = []
+        self.aware_rows: list[list[float | None]] = []
         self.shares: list[float] = []
         self.norms: list[list[float]] = []
         self.losses: list[float | None] = []
@@ -268,6 +281,7 @@ class _SeedRun:
         test_features: Tensor,
         test_targets: Tensor,
         test_experience: Tensor,
+        experience_of_class: Tensor,
         scenario: Scenario,
     ) -> None:
         """The hooks after training, any calibration stage, the memory, and row `index`."""
@@ -298,8 +312,8 @@ class _SeedRun:
 
         started = time.perf_counter()
         num_experiences = scenario.num_experiences
-        predictions = predict_seen(strategy, head, test_features, test_targets, experience.num_seen)
-        row, share, norm = evaluate(
+        scores = seen_scores(strategy, head, test_features, test_targets, experience.num_seen)
+        row, aware_row, share, norm = evaluate(
             strategy,
             head,
             test_features,
@@ -308,11 +322,12 @@ class _SeedRun:
             experience.num_old,
             experience.num_seen,
             num_experiences,
-            predictions,
+            experience_of_class,
+            scores,
         )
         seen_targets = test_targets[test_targets < experience.num_seen]  # (seen test,)
         correct, to_newest = class_counts(
-            predictions, seen_targets, experience.num_old, experience.num_seen
+            scores.argmax(dim=1), seen_targets, experience.num_old, experience.num_seen
         )
         if not all(math.isfinite(value) for value in norm):
             # Weights that overflowed (or whose norm does) predict nothing meaningful, even
@@ -321,7 +336,9 @@ class _SeedRun:
                 f"{strategy.name}: the head's weights overflowed in experience {index}; "
                 f"lower training.lr (now {training['lr']}) or the strategy's penalty weight"
             )
-        self.rows.append(row[: index + 1] + [None] * (num_experiences - index - 1))
+        unseen = [None] * (num_experiences - index - 1)
+        self.rows.append(row[: index + 1] + unseen)
+        self.aware_rows.append(aware_row[: index + 1] + unseen)
         self.shares.append(share)
         self.norms.append(norm)
         self.class_correct.append(correct)
@@ -329,12 +346,14 @@ class _SeedRun:
         self.seconds["evaluate"] += time.perf_counter() - started
 
     def result(self, test_counts: list[int], class_test_counts: list[int]) -> RunResult:
-        rows = [
-            [None if c is None else c / n for c, n in zip(row, test_counts, strict=True)]
-            for row in self.rows
-        ]
+        def fractions(rows: list[list[float | None]]) -> list[list[float | None]]:
+            return [
+                [None if c is None else c / n for c, n in zip(row, test_counts, strict=True)]
+                for row in rows
+            ]
+
         return RunResult(
-            rows,
+            fractions(self.rows),
             test_counts,
             self.shares,
             self.norms,
@@ -343,6 +362,7 @@ class _SeedRun:
             self.class_correct,
             self.class_to_newest,
             class_test_counts,
+            task_aware_accuracy_matrix=fractions(self.aware_rows),
         )
 
 
@@ -587,33 +607,48 @@ def evaluate(
     num_old: int,
     num_seen: int,
     num_experiences: int,
-    predictions: Tensor | None = None,
-) -> tuple[list[float], float, list[float]]:
-    """Correct predictions per experience, share on the newest classes, row norms.
+    experience_of_class: Tensor,
+    scores: Tensor | None = None,
+) -> tuple[list[float], list[float], float, list[float]]:
+    """Correct predictions per experience, among all seen classes (task-agnostic) and among
+    each sample's own experience's classes (task-aware), share on the newest classes, row
+    norms.
 
-    `predictions`: `predict_seen`'s, when the caller has them already.
+    Both come from the same scores, `strategy.predict` (every strategy's evaluation path:
+    a head's logits, or the negative distances and discriminants of prototype and
+    statistics methods). Task-aware is the accuracy FACIL reports beside the task-agnostic
+    one (Masana et al., "Class-incremental learning: survey and performance evaluation on
+    image classification", TPAMI 2022): argmax over the scores restricted to the sample's
+    experience's class ids, as if a task label were given at test time. Ties go to the
+    lowest class id in both, so a sample right among all seen classes is right among its
+    own experience's: task-aware >= task-agnostic, entry by entry.
+    `experience_of_class` (classes,): the experience of each arrival-order class id.
+    `scores`: `seen_scores`'s, when the caller has them already.
     """
     seen = test_targets < num_seen
-    if predictions is None:
-        predictions = predict_seen(strategy, head, test_features, test_targets, num_seen)
-    correct = (predictions == test_targets[seen]).float()
-    per_experience = torch.zeros(num_experiences, device=correct.device)
-    per_experience.index_add_(0, test_experience[seen], correct)
+    targets, experiences = test_targets[seen], test_experience[seen]  # (seen test,)
+    if scores is None:
+        scores = seen_scores(strategy, head, test_features, test_targets, num_seen)
+    predictions = scores.argmax(dim=1)  # (seen test,)
+    own = experience_of_class[:num_seen][None, :] == experiences[:, None]  # (seen test, seen)
+    aware = scores.masked_fill(~own, -math.inf).argmax(dim=1)  # (seen test,)
+    # A sample whose own scores are all -inf: the argmax of its own slice, its first class.
+    first_class = torch.searchsorted(experience_of_class, experiences)  # (seen test,)
+    aware = torch.where(own.gather(1, aware[:, None]).squeeze(1), aware, first_class)
+    per_experience = torch.zeros(2, num_experiences, device=scores.device)
+    per_experience[0].index_add_(0, experiences, (predictions == targets).float())
+    per_experience[1].index_add_(0, experiences, (aware == targets).float())
     share = (predictions >= num_old).float().mean()
-    return (
-        per_experience.tolist(),
-        share.item(),
-        strategy.class_norms(head).tolist(),
-    )
+    correct, aware_correct = per_experience.tolist()
+    return correct, aware_correct, share.item(), strategy.class_norms(head).tolist()
 
 
 @torch.no_grad()
-def predict_seen(
+def seen_scores(
     strategy: Strategy, head: Head, test_features: Tensor, test_targets: Tensor, num_seen: int
 ) -> Tensor:
-    """The predicted class of every test sample of a seen class, over the seen classes."""
-    seen = test_targets < num_seen
-    return strategy.predict(head, test_features[seen]).argmax(dim=1)  # (seen test,)
+    """(seen test, seen): the scores over the seen classes of every test sample of one."""
+    return strategy.predict(head, test_features[test_targets < num_seen])
 
 
 def class_counts(

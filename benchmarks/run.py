@@ -420,6 +420,17 @@ def kept_mask(plan: Plan, seed: int) -> Tensor:
     return torch.from_numpy(mask).to(plan.device)
 
 
+def _metrics(matrix: list[list[float | None]] | None, counts: list[int]) -> dict | None:
+    """A record's metrics of `matrix`, strict JSON: null where a metric is undefined (one
+    experience); None without a matrix."""
+    if matrix is None:
+        return None
+    return {
+        key: None if math.isnan(value) else value
+        for key, value in all_metrics(matrix, counts).items()
+    }
+
+
 def _record(
     plan: Plan,
     prepared: Prepared,
@@ -448,10 +459,9 @@ def _record(
         class_names=data.class_names,
         accuracy_matrix=result.accuracy_matrix,
         test_counts=result.test_counts,
-        metrics={  # strict JSON: null where a metric is undefined (one experience)
-            key: None if math.isnan(value) else value
-            for key, value in all_metrics(result.accuracy_matrix, result.test_counts).items()
-        },
+        metrics=_metrics(result.accuracy_matrix, result.test_counts),
+        task_aware_accuracy_matrix=result.task_aware_accuracy_matrix,
+        task_aware_metrics=_metrics(result.task_aware_accuracy_matrix, result.test_counts),
         newest_share=result.newest_share,
         weight_norms=result.weight_norms,
         train_loss=result.train_loss,

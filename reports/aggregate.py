@@ -16,11 +16,14 @@ from scipy import stats
 
 from reports.metrics import (
     REPORT_METRICS,
+    TASK_AWARE_METRICS,
     accuracy_seen,
+    all_metrics,
     balanced_newest_share,
     norm_ratio_new_old,
     old_new_accuracy,
     report_metrics,
+    task_aware_gap,
 )
 from reports.records import LOWER_BOUNDS, UPPER_BOUNDS, Benchmark, Variant
 
@@ -141,6 +144,60 @@ def summarise_benchmark(benchmark: Benchmark) -> pd.DataFrame:
                     "rank": ranks.get(variant.label),
                     "higher_is_better": higher_is_better,
                     "missing_seeds": " ".join(map(str, benchmark.missing_seeds(variant))),
+                }
+            )
+    frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    frame["rank"] = frame["rank"].astype("Int64")
+    return frame
+
+
+def task_aware_runs(variant: Variant) -> list[dict[str, float]]:
+    """TASK_AWARE_METRICS of each of the variant's runs that has a task-aware matrix."""
+    return [
+        {
+            **all_metrics(run.task_aware_matrix, run.counts),
+            "gap": task_aware_gap(run.task_aware_matrix, run.matrix, run.counts),
+        }
+        for run in variant.runs
+        if run.task_aware_matrix is not None
+    ]
+
+
+def summarise_task_aware(benchmark: Benchmark) -> pd.DataFrame:
+    """SUMMARY_COLUMNS rows of the task-aware block: TASK_AWARE_METRICS per variant whose
+    records hold a task-aware matrix (none: an empty frame). Ranked as the main table
+    (bounds apart, shown precision), except the gap, which ranks nothing; the gap's mean is
+    the mean of the per-seed gaps. `missing_seeds` adds the seeds whose records lack it."""
+    per_variant = {v.label: task_aware_runs(v) for v in benchmark.variants}
+    variants = [v for v in benchmark.variants if per_variant[v.label]]
+    bounds = {v.label for v in variants if v.strategy in LOWER_BOUNDS + UPPER_BOUNDS}
+    rows = []
+    for metric, (_, higher_is_better) in TASK_AWARE_METRICS.items():
+        described = {
+            v.label: describe([values[metric] for values in per_variant[v.label]]) for v in variants
+        }
+        ranks: dict[str, int | None] = {}
+        if higher_is_better is not None:
+            means = {label: s.mean for label, s in described.items() if label not in bounds}
+            ranks = rank(means, higher_is_better)
+        for variant in variants:
+            s = described[variant.label]
+            lacking = [run.seed for run in variant.runs if run.task_aware_matrix is None]
+            missing = sorted(benchmark.missing_seeds(variant) + lacking)
+            rows.append(
+                {
+                    "benchmark": benchmark.label,
+                    "strategy": variant.label,
+                    "name": variant.name or variant.label,
+                    "metric": metric,
+                    "mean": s.mean,
+                    "std": s.std,
+                    "ci95_low": s.ci95_low,
+                    "ci95_high": s.ci95_high,
+                    "n": s.n,
+                    "rank": ranks.get(variant.label),
+                    "higher_is_better": higher_is_better,
+                    "missing_seeds": " ".join(map(str, missing)),
                 }
             )
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -170,6 +170,30 @@ REPORT_METRICS = {
 """The metrics of `headbench report`: METRICS and the Avalanche-style `drop_since_learned`."""
 
 
+TASK_AWARE_METRICS = {
+    **METRICS,
+    "gap": ("gap: task-aware − task-agnostic final accuracy", None),
+}
+"""The task-aware block of `headbench report`: METRICS of the task-aware matrix, and the
+gap (`task_aware_gap`), which is neither better high nor low (None) and is not ranked."""
+
+
+def task_aware_gap(
+    task_aware: Matrix, matrix: Matrix, counts: Sequence[int] | None = None
+) -> float:
+    """A_T(task-aware) − A_T(task-agnostic): final average accuracy scored among each
+    sample's own experience's classes minus among all seen classes (>= 0).
+
+    The task-aware matrix R'[i, j] scores each test sample of experience j only among
+    experience j's classes (a task label given at test time), the TAw accuracy that FACIL
+    reports beside the TAg one (Masana et al., "Class-incremental learning: survey and
+    performance evaluation on image classification", TPAMI 2022). The gap is the share of
+    the final errors that only confusion between experiences causes (e.g. the head's bias
+    towards new classes), not the loss of within-experience discrimination.
+    """
+    return final_average_accuracy(task_aware, counts) - final_average_accuracy(matrix, counts)
+
+
 def all_metrics(matrix: Matrix, counts: Sequence[int] | None = None) -> dict[str, float]:
     """Every metric above, keyed as in METRICS."""
     return {

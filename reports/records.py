@@ -38,7 +38,9 @@ class RunRecord:
     `RunRecord.parse` checks every field below (type, range and agreement with the
     accuracy matrix's size) and refuses a bad record with ReportError naming the file,
     the field and what is accepted. Fields after `test_counts` are optional on reading
-    (records of older versions, or written by hand, may lack them).
+    (records of older versions, or written by hand, may lack them); adding one such field
+    keeps the schema version (as `display_name`, `seed_batch` and the task-aware matrix
+    did): a reader that knows it checks it, an older reader never sees it.
     """
 
     benchmark: str  # the config's name
@@ -57,6 +59,10 @@ class RunRecord:
     experiences: list[list[int]] | None = None  # (T, classes of experience i)
     class_names: list[str] | None = None
     metrics: dict[str, float | None] | None = None
+    # (T, T) as accuracy_matrix, each sample scored among its own experience's classes only
+    # (FACIL's task-aware accuracy); >= accuracy_matrix entry by entry, null above
+    task_aware_accuracy_matrix: list[list[float | None]] | None = None
+    task_aware_metrics: dict[str, float | None] | None = None  # `metrics` of the above
     newest_share: list[float] | None = None  # (T,) in [0, 1]
     weight_norms: list[list[float]] | None = None  # (T, classes seen after i)
     train_loss: list[float | None] | None = None  # (T,) >= 0, null: no training
@@ -190,6 +196,9 @@ def check_record(data: Any, path: Path | str) -> None:
             raise _refuse(path, f"config.strategies.{name}", hyperparameters, "an object")
     _check_matrix(path, data["accuracy_matrix"], data["test_counts"])
     size = len(data["accuracy_matrix"])
+    aware = data.get("task_aware_accuracy_matrix")
+    if aware is not None:
+        _check_task_aware(path, aware, data["accuracy_matrix"], data["test_counts"])
     experiences = data.get("experiences")
     if experiences is not None and not (
         isinstance(experiences, list)
@@ -255,7 +264,7 @@ def check_record(data: Any, path: Path | str) -> None:
                 path, "weight_norms", norms,
                 f"{size} lists{expected} (one norm >= 0 per class seen after each experience)",
             )  # fmt: skip
-    for key in ("metrics", "seconds"):
+    for key in ("metrics", "task_aware_metrics", "seconds"):
         value = data.get(key)
         if value is not None and not (
             isinstance(value, dict) and all(v is None or _is_number(v) for v in value.values())
@@ -389,6 +398,11 @@ class Run:
         return self.record["accuracy_matrix"]
 
     @property
+    def task_aware_matrix(self) -> list[list[float | None]] | None:
+        """The task-aware accuracy matrix; None in records written before it was stored."""
+        return self.record.get("task_aware_accuracy_matrix")
+
+    @property
     def counts(self) -> list[int]:
         return self.record["test_counts"]
 
@@ -479,15 +493,37 @@ def find_record_files(results_dir: Path) -> list[Path]:
     return sorted(path for path in candidates if not path.name.startswith("."))
 
 
-def _check_matrix(path: Path | str, matrix: Any, counts: Any) -> None:
+def _check_task_aware(path: Path | str, aware: Any, matrix: list[list], counts: list) -> None:
+    """The task-aware matrix: a valid accuracy matrix of the same size, and at least the
+    task-agnostic entry everywhere: a sample right among all seen classes is right among
+    its own experience's (engine.evaluate breaks ties alike in both)."""
+    name = "task_aware_accuracy_matrix"
+    if isinstance(aware, list) and len(aware) != len(matrix):
+        raise _refuse(
+            path, name, aware, f"{len(matrix)} rows, as accuracy_matrix (or null: not measured)"
+        )
+    _check_matrix(path, aware, counts, name)
+    for i, row in enumerate(aware):
+        for j in range(i + 1):
+            if row[j] < matrix[i][j]:
+                raise ReportError(
+                    f"{path}: {name}[{i}][{j}] = {row[j]!r} is below accuracy_matrix[{i}][{j}] "
+                    f"= {matrix[i][j]!r}; accepted: task-aware accuracy at least the "
+                    "task-agnostic one"
+                )
+
+
+def _check_matrix(
+    path: Path | str, matrix: Any, counts: Any, name: str = "accuracy_matrix"
+) -> None:
     if not isinstance(matrix, list):
-        raise _refuse(path, "accuracy_matrix", matrix, "a square list of lists (T rows)")
+        raise _refuse(path, name, matrix, "a square list of lists (T rows)")
     if not isinstance(counts, list):
         raise _refuse(path, "test_counts", counts, "a list of positive integers")
     size = len(matrix)
     if size == 0 or any(not isinstance(row, list) or len(row) != size for row in matrix):
         raise ReportError(
-            f"{path}: accuracy_matrix must be a non-empty square list of lists; "
+            f"{path}: {name} must be a non-empty square list of lists; "
             f"got {len(matrix)} rows of lengths {[len(r) for r in matrix if isinstance(r, list)]}"
         )
     for i, row in enumerate(matrix):
@@ -501,12 +537,12 @@ def _check_matrix(path: Path | str, matrix: Any, counts: Any) -> None:
             )
             if seen and not valid:
                 raise ReportError(
-                    f"{path}: accuracy_matrix[{i}][{j}] = {value!r}; accepted: a number "
+                    f"{path}: {name}[{i}][{j}] = {value!r}; accepted: a number "
                     "in [0, 1] on and below the diagonal"
                 )
             if not seen and value is not None:
                 raise ReportError(
-                    f"{path}: accuracy_matrix[{i}][{j}] = {value!r}; accepted: null above "
+                    f"{path}: {name}[{i}][{j}] = {value!r}; accepted: null above "
                     "the diagonal (experience not yet seen)"
                 )
     if len(counts) != size or any(

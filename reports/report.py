@@ -147,6 +147,54 @@ def table_caption(benchmarks: list[Benchmark]) -> str:
     )
 
 
+TASK_AWARE_TITLE = (
+    "Task-aware (each sample among its own experience's classes; not comparable with "
+    "class-incremental numbers)"
+)
+
+
+def task_aware_caption(benchmark: Benchmark) -> str:
+    """What the task-aware block of one benchmark shows, and why it stands apart."""
+    return (
+        f"Task-aware accuracy on {benchmark.label}: each test sample is scored only among "
+        "the classes of its own experience, as if its experience were given at test time "
+        "(the TAw accuracy of FACIL; Masana et al., TPAMI 2022); these numbers are not "
+        "comparable with the class-incremental ones above. Final and average incremental "
+        "accuracy in %; forgetting and BWT in percentage points (pp); mean ± std over seeds. "
+        "Gap: task-aware minus task-agnostic final average accuracy of each seed (pp), the "
+        "part of the final errors that is confusion between experiences (e.g. the head's "
+        "bias towards new classes) rather than lost discrimination within one."
+    )
+
+
+def task_aware_notes(benchmark: Benchmark) -> list[str]:
+    """A note on experiences of one class (always right task-aware), and one per variant
+    whose records lack the task-aware matrix (all or some seeds)."""
+    notes = []
+    if "experiences" in benchmark.first.record:
+        single = [i + 1 for i, classes in enumerate(benchmark.experiences) if len(classes) == 1]
+        if single:
+            notes.append(
+                f"{len(single)} of {len(benchmark.experiences)} experiences hold a single class "
+                f"(experience {', '.join(map(str, single))}): among its own classes a sample "
+                "of those is always right, so their task-aware accuracy is 100% by "
+                "construction and only the other experiences can fall below it."
+            )
+    for variant in benchmark.variants:
+        lacking = [run.seed for run in variant.runs if run.task_aware_matrix is None]
+        if len(lacking) == len(variant.runs):
+            notes.append(
+                f"{variant.label}: its records hold no task-aware accuracy (written before "
+                "headbench stored it); not in this table."
+            )
+        elif lacking:
+            notes.append(
+                f"{variant.label}: the records of seed {', '.join(map(str, lacking))} hold no "
+                "task-aware accuracy; its statistics are over the other seeds."
+            )
+    return notes
+
+
 def seed_notes(benchmark: Benchmark) -> list[str]:
     """A note per strategy with fewer seeds than the benchmark's others, and record notes."""
     total = len(benchmark.seeds)
@@ -289,6 +337,7 @@ def build(
     made_with = citation.made_with(version)
     papers = citation.strategy_papers(benchmarks)
     summary = aggregate.summarise_all(benchmarks)
+    task_aware = {b.label: aggregate.summarise_task_aware(b) for b in benchmarks}
     styles = plots.strategy_styles([(v.label, v.strategy) for b in benchmarks for v in b.variants])
     captions = figure_captions(band)
     rows = _rows(benchmarks)
@@ -335,6 +384,25 @@ def build(
             markdown += _markdown_tables(model)
             summaries.append(_terminal_summary(model))
             add_latex(model, f"tab:headbench-{name}")
+        aware_html = ""
+        if len(task_aware[benchmark.label]):
+            aware = tables.table_model(
+                task_aware[benchmark.label],
+                task_aware_caption(benchmark),
+                task_aware_notes(benchmark),
+                rows,
+            )
+            markdown += [
+                f"### {TASK_AWARE_TITLE}\n",
+                aware.caption + "\n",
+                tables.markdown_table(aware),
+                *(f"> Note: {note}\n" for note in aware.notes),
+            ]
+            aware_html = (
+                f"<h3>{escape(TASK_AWARE_TITLE)}</h3>\n"
+                + tables.html_table(aware)
+                + "".join(f'<p class="note">{escape(note)}</p>' for note in aware.notes)
+            )
         figures = _figures(benchmark, summary, styles, band) if want_images or need_png else {}
         embedded, listed = [], []
         for figure_name, figure in figures.items():
@@ -360,11 +428,14 @@ def build(
             )
         if listed:
             markdown += ["### Figures\n", *listed]
+        table_html = "" if wide is not None else tables.html_table(model)
+        if aware_html and not table_html:  # wide mode: the description, then the block
+            table_html = f"<p>{escape(describe_benchmark(benchmark))}</p>\n"
         sections.append(
             html.BenchmarkSection(
                 benchmark,
                 describe_benchmark(benchmark),
-                "" if wide is not None else tables.html_table(model),
+                table_html + aware_html,
                 [] if wide is not None else model.notes,
                 embedded,
             )
@@ -388,6 +459,11 @@ def build(
     if "csv" in formats:
         report.files["summary.csv"] = summary.to_csv(index=False).encode()
         report.files["steps.csv"] = aggregate.steps_frame(benchmarks).to_csv(index=False).encode()
+        frames = [frame for frame in task_aware.values() if len(frame)]
+        if frames:  # none when every record predates the task-aware matrix: no file
+            aware_frame = pd.concat(frames, ignore_index=True)
+            aware_frame["metric"] = "task_aware_" + aware_frame["metric"]
+            report.files["task_aware.csv"] = aware_frame.to_csv(index=False).encode()
     if "html" in formats:
         wide_html = None
         if wide is not None:

@@ -16,7 +16,7 @@ from html import escape
 import pandas as pd
 
 from reports.bibliography import entry_key
-from reports.metrics import REPORT_METRICS
+from reports.metrics import REPORT_METRICS, TASK_AWARE_METRICS
 
 
 def _cell(mean: float, std: float) -> str:
@@ -37,6 +37,7 @@ UNIT = {
     "forgetting": "pp",
     "drop_since_learned": "pp",
     "bwt": "pp",
+    "gap": "pp",
 }
 """Each report metric's unit: accuracies in percent, the differences of accuracies in
 percentage points (pp)."""
@@ -124,7 +125,9 @@ def table_model(
 
 
 def _header(metric: str) -> str:
-    name, higher_is_better = REPORT_METRICS[metric]
+    name, higher_is_better = REPORT_METRICS.get(metric) or TASK_AWARE_METRICS[metric]
+    if higher_is_better is None:  # the task-aware gap: a measurement, not a score
+        return f"{name} ({UNIT[metric]})"
     return f"{name} ({UNIT[metric]}) {'↑' if higher_is_better else '↓'}"
 
 

@@ -19,10 +19,15 @@ def test_evaluate_counts_correct_predictions_per_experience_over_all_seen_classe
     targets = torch.tensor([0, 0, 1, 2, 2])
     # Predictions: 0, 2, 1, 2, 2 -> experience 0 has 2 of 3 right, experience 1 has 2 of 2.
     experience = torch.tensor([0, 0, 0, 1, 1])
-    correct, share, norms = engine.evaluate(
-        strategies.create("naive"), head, features, targets, experience, 2, 3, 2
-    )
+    experience_of_class = torch.tensor([0, 0, 1])
+    correct, aware, share, norms = engine.evaluate(
+        strategies.create("naive"), head, features, targets, experience, 2, 3, 2,
+        experience_of_class,
+    )  # fmt: skip
     assert correct == [2.0, 2.0]
+    # Among its own experience's classes {0, 1}, the second sample's scores are (0, 0): the
+    # tie goes to class 0, right; experience 1 has the single class 2: 3 of 3, 2 of 2.
+    assert aware == [3.0, 2.0]
     assert share == pytest.approx(3 / 5)  # predictions 2, 2, 2 land on the newest class
     assert norms == pytest.approx([1.0, 1.0, 1.0])
 

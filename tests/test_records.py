@@ -182,7 +182,7 @@ REPRODUCE_REFUSALS = {
     "1x1 matrix": (
         lambda r: {**r, "accuracy_matrix": [[1.0]], "test_counts": [40], "experiences": None,
                    "newest_share": None, "weight_norms": None, "train_loss": None,
-                   "class_accuracy": None},
+                   "class_accuracy": None, "task_aware_accuracy_matrix": None},
         "accuracy_matrix has 1 rows but its config makes 3 experiences; accepted: one row per "
         "experience",
     ),

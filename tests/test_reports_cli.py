@@ -43,6 +43,7 @@ DEFAULT_FILES = {
     "references.bib",
     "summary.csv",
     "steps.csv",
+    "task_aware.csv",  # the records hold task-aware matrices (headbench run writes them)
     "report.html",
 }
 FIGURES = [

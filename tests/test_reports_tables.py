@@ -134,9 +134,12 @@ def test_markdown_tables_equal_the_independent_recomputation(results_name, reque
     results = request.getfixturevalue(results_name)
     records = read_records(results)
     text = (build(results, tmp_path / "report", formats="md") / "report.md").read_text()
-    main_table, intervals, ranks, *old_label = markdown_tables(text)
-    # Records with per-class counts add the old-label check (tests/test_old_label_check.py).
-    assert len(old_label) == all("class_accuracy" in record for record in records)
+    main_table, intervals, ranks, *later = markdown_tables(text)
+    # Real runs add the task-aware block's table (tests/test_task_aware.py) and, with
+    # per-class counts, the old-label check (tests/test_old_label_check.py).
+    aware = all("task_aware_accuracy_matrix" in record for record in records)
+    old_label = all("class_accuracy" in record for record in records)
+    assert len(later) == aware + old_label
     check_main_table(main_table, records)
     check_interval_table(intervals, records)
     check_rank_table(ranks, records)
