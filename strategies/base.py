@@ -265,6 +265,7 @@ class Strategy(GrowingBuffers):
     trains_on_all_seen: ClassVar[bool] = False
     trains_head: ClassVar[bool] = True  # False: no minibatch loop (statistics-only methods)
     head_kinds: ClassVar[tuple[str, ...]] = tuple(HEAD_KINDS)  # the heads it is defined for
+    batchable: ClassVar[bool] = True  # False: the loss changes state (seeds train one by one)
 
     def __init__(self, config: Any = None) -> None:
         super().__init__()

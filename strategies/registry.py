@@ -31,6 +31,8 @@ _BUILTIN = (
     "gdumb",
     "mas",
     "si",
+    "icarl",
+    "der",
 )
 _loaded = False
 
