@@ -42,11 +42,22 @@ ALL_STRATEGIES = {
     "gdumb",
     "mas",
     "si",
+    "icarl",
+    "der",
 }
 # The strategies of the shipped digits demo (digits_b5_inc1.toml): seq_star is left out of
 # it, so the demo's README table stays as measured (docs/demo.md gives its numbers); the
 # strategies added after it are not in it yet either.
-DIGITS_STRATEGIES = ALL_STRATEGIES - {"seq_star", "fecam", "fetril", "gdumb", "mas", "si"}
+DIGITS_STRATEGIES = ALL_STRATEGIES - {
+    "seq_star",
+    "fecam",
+    "fetril",
+    "gdumb",
+    "mas",
+    "si",
+    "icarl",
+    "der",
+}
 # Those that train the head by gradient descent (the others compute it from statistics).
 GRADIENT_TRAINED = {
     "naive",
@@ -58,6 +69,8 @@ GRADIENT_TRAINED = {
     "gdumb",
     "mas",
     "si",
+    "icarl",
+    "der",
 }
 METRIC_KEYS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "bwt"}
 # The paper defaults each strategy documents (EWC: FACIL's λ = 5000; LwF: T = 2, λ_o = 1,
@@ -441,6 +454,14 @@ def test_list_strategies_shows_hyperparameters_with_defaults(capsys):
         "slda": ["shrinkage = 0.0001", "covariance = 'streaming'"],
         "fecam": ["beta = 0.5", "gamma1 = 1.0", "gamma2 = 1.0", "shrink_passes = 2"],
         "gdumb": ["capacity = 2000"],
+        "icarl": ["memory_size = 2000", "classifier = 'nme'", *flags[1:]],
+        "der": [
+            "capacity = 2000",
+            "alpha = 0.3",
+            "beta = 0.5",
+            "plus = False",
+            "sampling = 'reservoir'",
+        ],
         "mas": ["lambda = 1.0", "mode = 'online'", "gamma = 1.0", *flags, "ce_scope = 'seen'"],
         "si": [
             "lambda = 0.1",
