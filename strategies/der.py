@@ -164,7 +164,7 @@ class DER(Strategy):
         config = self.config
         loss = classification_loss(logits, targets, class_weights=self.class_weights)
         generator = torch.Generator()
-        generator.set_state(self.random_state)
+        generator.set_state(self.random_state.cpu())  # a CPU stream on any device
         if self.stored > 0:
             drawn = self._draw(len(targets), generator)
             outputs = head(self.memory_features[drawn])  # (drawn, seen)
