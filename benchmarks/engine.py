@@ -480,9 +480,12 @@ def _same(a: Any, b: Any) -> bool:
 def batchable(
     runs: list[_SeedRun], sets: list[tuple[Tensor, Tensor]], orders: list[list[Tensor]]
 ) -> bool:
-    """Whether the seeds' loops can run as one batched computation: equal training-set
-    and epoch sizes, buffers of equal shapes, and equal non-buffer loss state."""
+    """Whether the seeds' loops can run as one batched computation: a strategy whose loss
+    changes no state (`batchable`), equal training-set and epoch sizes, buffers of equal
+    shapes, and equal non-buffer loss state."""
     first = runs[0]
+    if not first.strategy.batchable:
+        return False
     if any(len(features) != len(sets[0][0]) for features, _ in sets):
         return False
     if any([len(o) for o in order] != [len(o) for o in orders[0]] for order in orders):

@@ -57,12 +57,14 @@ REGISTRY_STYLES = {
     "gdumb": ("#AA4499", "8"),
     "mas": ("#CC6677", "H"),
     "si": ("#661100", "+"),
-    "new_label_detector": ("#88CCEE", "|"),
+    "new_label_detector": ("#DDCC77", "|"),
+    "icarl": ("#88CCEE", "x"),
+    "der": ("#EE3377", "1"),
 }
 """Registry key -> (colour, marker): one of each per strategy, none shared, so a strategy
 looks the same in every report whichever others it is shown with."""
-OTHER_COLOURS = ["#6699CC", "#DDCC77", "#EE7733", "#0077BB", "#33BBEE", "#EE3377", "#009988"]
-OTHER_MARKERS = ["x", "1", "2", "3", "4"]
+OTHER_COLOURS = ["#6699CC", "#EE7733", "#0077BB", "#33BBEE", "#009988"]
+OTHER_MARKERS = ["2", "3", "4", "_"]
 """Strategies outside REGISTRY_STYLES draw from these (colours and markers no registered
 strategy uses)."""
 LINESTYLES = ["-", "--", "-.", ":"]

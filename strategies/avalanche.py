@@ -24,7 +24,8 @@ initial rows as `benchmarks.engine.run`.
 
 Refused (one-line HyperparameterError): strategies that train on all seen data
 (`joint`; Avalanche's `Cumulative` is the stock equivalent), an exemplar memory
-(`memory_size > 0`, `replay`, `bic`: Avalanche's loop draws inputs, not stored features),
+(`memory_size > 0`, `replay`, `bic`, `icarl`: Avalanche's loop draws inputs, not stored
+features), a memory written from inside the loss (`der`: Avalanche has its own DER),
 a training set of the strategy's own (`fetril`'s pseudo-features, `gdumb`'s memory),
 a second training stage (`calibration`, BiC), a path integral over the optimizer's steps
 (`si` reads each step's gradients), and strategies without a linear head.
@@ -57,6 +58,11 @@ def refusal(strategy: Strategy) -> str | None:
         return (
             "builds its own training set (stored or generated features), which Avalanche's "
             "loop cannot draw"
+        )
+    if not strategy.batchable:
+        return (
+            "writes its own memory from inside its loss, which the plugin does not drive "
+            "(for DER, Avalanche has its own avalanche.training.DER)"
         )
     if getattr(strategy, "needs_step_gradients", False):
         return (

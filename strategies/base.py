@@ -300,6 +300,7 @@ class Strategy(GrowingBuffers):
     # `[head] loss` values its objective is defined for: a strategy that passes
     # `self.head_loss` to `classification_loss` lists "sigmoid" too.
     head_losses: ClassVar[tuple[str, ...]] = ("softmax",)
+    batchable: ClassVar[bool] = True  # False: the loss changes state (seeds train one by one)
 
     def __init__(self, config: Any = None) -> None:
         super().__init__()

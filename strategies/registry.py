@@ -32,6 +32,8 @@ _BUILTIN = (
     "mas",
     "si",
     "new_label_detector",
+    "icarl",
+    "der",
 )
 _loaded = False
 

@@ -252,6 +252,8 @@ def test_plugin_keeps_a_batch_norm_backbone_frozen(blob_tensors):
         ("fetril", {}, "builds its own training set"),
         ("gdumb", {}, "builds its own training set"),
         ("si", {}, "reads each optimizer step's gradients"),
+        ("icarl", {}, "exemplar memory"),
+        ("der", {}, "writes its own memory from inside its loss"),
     ],
 )
 def test_strategies_avalanche_cannot_run_are_refused_naming_the_supported(
@@ -264,7 +266,7 @@ def test_strategies_avalanche_cannot_run_are_refused_naming_the_supported(
     listed = message.split("supported inside Avalanche: ")[1].split(", ")
     assert listed == supported()
     assert {"naive", "ewc", "lwf", "weight_aligning", "ncm", "slda", "ridge"} <= set(listed)
-    assert not {"joint", "replay", "bic", "fetril", "gdumb", "si"} & set(listed)
+    assert not {"joint", "replay", "bic", "fetril", "gdumb", "si", "icarl", "der"} & set(listed)
 
 
 def test_a_model_without_one_incremental_classifier_is_refused(blob_tensors):

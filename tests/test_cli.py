@@ -43,6 +43,8 @@ ALL_STRATEGIES = {
     "mas",
     "si",
     "new_label_detector",
+    "icarl",
+    "der",
 }
 # The strategies of the shipped digits demo (digits_b5_inc1.toml): seq_star is left out of
 # it, so the demo's README table stays as measured (docs/demo.md gives its numbers); the
@@ -55,6 +57,8 @@ DIGITS_STRATEGIES = ALL_STRATEGIES - {
     "mas",
     "si",
     "new_label_detector",
+    "icarl",
+    "der",
 }
 # Those that train the head by gradient descent (the others compute it from statistics).
 GRADIENT_TRAINED = {
@@ -68,6 +72,8 @@ GRADIENT_TRAINED = {
     "mas",
     "si",
     "new_label_detector",
+    "icarl",
+    "der",
 }
 METRIC_KEYS = {"final_accuracy", "average_incremental_accuracy", "forgetting", "bwt"}
 # The defaults each strategy documents (EWC: λ = 500, chosen by tuning on the text
@@ -457,6 +463,14 @@ def test_list_strategies_shows_hyperparameters_with_defaults(capsys):
             "pseudo_negatives = 1.0",
             "calibration_share = 0.2",
             *flags[:-1],
+        ],
+        "icarl": ["memory_size = 2000", "classifier = 'nme'", *flags[1:]],
+        "der": [
+            "capacity = 2000",
+            "alpha = 0.3",
+            "beta = 0.5",
+            "plus = False",
+            "sampling = 'reservoir'",
         ],
         "mas": ["lambda = 1.0", "mode = 'online'", "gamma = 1.0", *flags, "ce_scope = 'seen'"],
         "si": [
