@@ -112,6 +112,9 @@ def describe_benchmark(benchmark: Benchmark) -> str:
     order_text = str(scenario.get("class_order", "unknown"))
     if order is not None:
         order_text += f" = {_short_list(order)}"
+        names = benchmark.first.record.get("class_names")  # by original class id
+        if names and all(isinstance(c, int) and 0 <= c < len(names) for c in order[:3]):
+            order_text += f" (first {', '.join(str(names[c]) for c in order[:3])}, …)"
     seeds = benchmark.seeds
     return (
         f"{benchmark.label}: dataset {config.get('dataset', {}).get('name', 'unknown')}, "

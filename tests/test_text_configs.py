@@ -86,3 +86,12 @@ def test_a_shipped_text_config_runs_on_the_release_layout(
         assert record["class_order"] == order
         sizes = [len(row) for row in record["accuracy_matrix"]]
         assert sizes == [len(experiences)] * len(experiences)
+    # The report names the intents: the setup line's first three in order of arrival, and
+    # the old-label check's table its classes by intent name.
+    first = ", ".join(intents[c] for c in order[:3])
+    assert main(["report", str(out)]) == 0, capsys.readouterr().err
+    report = (out / "report" / "report.md").read_text()
+    assert f"(first {first}, …)" in report
+    old_label = report[report.index("Old-label check") :]
+    rows = [line for line in old_label.splitlines() if line.startswith("| ")]
+    assert any(f" {name} " in row for row in rows for name in intents), rows[:5]
