@@ -129,22 +129,9 @@ def summarise_benchmark(benchmark: Benchmark) -> pd.DataFrame:
             higher_is_better,
         )
         for variant in benchmark.variants:
-            s = described[variant.label]
+            missing = benchmark.missing_seeds(variant)
             rows.append(
-                {
-                    "benchmark": benchmark.label,
-                    "strategy": variant.label,
-                    "name": variant.name or variant.label,
-                    "metric": metric,
-                    "mean": s.mean,
-                    "std": s.std,
-                    "ci95_low": s.ci95_low,
-                    "ci95_high": s.ci95_high,
-                    "n": s.n,
-                    "rank": ranks.get(variant.label),
-                    "higher_is_better": higher_is_better,
-                    "missing_seeds": " ".join(map(str, benchmark.missing_seeds(variant))),
-                }
+                _row(benchmark, variant, metric, described, ranks, higher_is_better, missing)
             )
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     frame["rank"] = frame["rank"].astype("Int64")
@@ -181,24 +168,10 @@ def summarise_task_aware(benchmark: Benchmark) -> pd.DataFrame:
             means = {label: s.mean for label, s in described.items() if label not in bounds}
             ranks = rank(means, higher_is_better)
         for variant in variants:
-            s = described[variant.label]
             lacking = [run.seed for run in variant.runs if run.task_aware_matrix is None]
             missing = sorted(benchmark.missing_seeds(variant) + lacking)
             rows.append(
-                {
-                    "benchmark": benchmark.label,
-                    "strategy": variant.label,
-                    "name": variant.name or variant.label,
-                    "metric": metric,
-                    "mean": s.mean,
-                    "std": s.std,
-                    "ci95_low": s.ci95_low,
-                    "ci95_high": s.ci95_high,
-                    "n": s.n,
-                    "rank": ranks.get(variant.label),
-                    "higher_is_better": higher_is_better,
-                    "missing_seeds": " ".join(map(str, missing)),
-                }
+                _row(benchmark, variant, metric, described, ranks, higher_is_better, missing)
             )
     frame = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     frame["rank"] = frame["rank"].astype("Int64")
@@ -287,3 +260,22 @@ def mean_matrix(variant: Variant) -> np.ndarray:
         for run in variant.runs
     ]
     return np.mean(arrays, axis=0)
+
+
+def _row(benchmark, variant, metric, described, ranks, higher_is_better, missing) -> dict:
+    """One tidy row of summary.csv / task_aware.csv: a variant's statistics of a metric."""
+    s = described[variant.label]
+    return {
+        "benchmark": benchmark.label,
+        "strategy": variant.label,
+        "name": variant.name or variant.label,
+        "metric": metric,
+        "mean": s.mean,
+        "std": s.std,
+        "ci95_low": s.ci95_low,
+        "ci95_high": s.ci95_high,
+        "n": s.n,
+        "rank": ranks.get(variant.label),
+        "higher_is_better": higher_is_better,
+        "missing_seeds": " ".join(map(str, missing)),
+    }
