@@ -262,7 +262,15 @@ def mean_matrix(variant: Variant) -> np.ndarray:
     return np.mean(arrays, axis=0)
 
 
-def _row(benchmark, variant, metric, described, ranks, higher_is_better, missing) -> dict:
+def _row(
+    benchmark: Benchmark,
+    variant: Variant,
+    metric: str,
+    described: dict[str, Stats],
+    ranks: dict[str, int | None],
+    higher_is_better: bool | None,
+    missing: Sequence[int],
+) -> dict:
     """One tidy row of summary.csv / task_aware.csv: a variant's statistics of a metric."""
     s = described[variant.label]
     return {
