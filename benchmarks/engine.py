@@ -51,9 +51,54 @@ class RunResult:
     task_aware_accuracy_matrix: list[list[float | None]] | None = None
 
 
-def make_optimizer(parameters: list[Tensor], training: dict[str, Any]) -> torch.optim.Optimizer:
+class HeadSGD:
+    """SGD with momentum and weight decay for a head's few parameters: torch.optim.SGD's
+    update, written out.
+
+    The same tensor operations in the same order as `torch.optim.SGD`'s per-tensor path
+    with dampening 0 and no Nesterov (weight decay added to the gradient, the momentum
+    buffer a copy of the first gradient then `buf·μ + g`, the parameter moved by
+    `−lr·buf`), so every result is bit-identical to it (tests/test_engine.py compares
+    them, step by step). What it leaves out is torch.optim's per-step bookkeeping (the
+    profiler range, step hooks, the group and state dictionaries), about a quarter of a
+    naive step on a 100 × 512 head on CPU (docs/development.md). Parameters without a
+    gradient are skipped, as torch.optim does.
+    """
+
+    def __init__(self, parameters: list[Tensor], lr: float, momentum: float, weight_decay: float):
+        self.parameters = parameters
+        self.lr = lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.buffers: list[Tensor | None] = [None] * len(parameters)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for parameter in self.parameters:
+            parameter.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for index, parameter in enumerate(self.parameters):
+            gradient = parameter.grad
+            if gradient is None:
+                continue
+            if self.weight_decay != 0:
+                gradient = gradient.add(parameter, alpha=self.weight_decay)
+            if self.momentum != 0:
+                buffer = self.buffers[index]
+                if buffer is None:
+                    buffer = self.buffers[index] = gradient.detach().clone()
+                else:
+                    buffer.mul_(self.momentum).add_(gradient)
+                gradient = buffer
+            parameter.add_(gradient, alpha=-self.lr)
+
+
+def make_optimizer(
+    parameters: list[Tensor], training: dict[str, Any]
+) -> HeadSGD | torch.optim.Adam:
     if training["optimizer"] == "sgd":
-        return torch.optim.SGD(
+        return HeadSGD(
             parameters,
             lr=training["lr"],
             momentum=training["momentum"],
@@ -313,6 +358,7 @@ class _SeedRun:
         started = time.perf_counter()
         num_experiences = scenario.num_experiences
         scores = seen_scores(strategy, head, test_features, test_targets, experience.num_seen)
+        predictions = scores.argmax(dim=1)  # (seen test,)
         row, aware_row, share, norm = evaluate(
             strategy,
             head,
@@ -324,10 +370,11 @@ class _SeedRun:
             num_experiences,
             experience_of_class,
             scores,
+            predictions,
         )
         seen_targets = test_targets[test_targets < experience.num_seen]  # (seen test,)
         correct, to_newest = class_counts(
-            scores.argmax(dim=1), seen_targets, experience.num_old, experience.num_seen
+            predictions, seen_targets, experience.num_old, experience.num_seen
         )
         if not all(math.isfinite(value) for value in norm):
             # Weights that overflowed (or whose norm does) predict nothing meaningful, even
@@ -454,10 +501,16 @@ def train_loop(
     return (loss_sum / steps).item()
 
 
-def _schedule(optimizer: torch.optim.Optimizer, training: dict[str, Any], step: int, steps: int):
+def _schedule(
+    optimizer: HeadSGD | torch.optim.Adam, training: dict[str, Any], step: int, steps: int
+) -> None:
     if training["schedule"] == "cosine":
-        for group in optimizer.param_groups:
-            group["lr"] = 0.5 * training["lr"] * (1 + math.cos(math.pi * step / steps))
+        lr = 0.5 * training["lr"] * (1 + math.cos(math.pi * step / steps))
+        if isinstance(optimizer, HeadSGD):
+            optimizer.lr = lr
+        else:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
 
 def _loss_state(strategy: Strategy) -> dict[str, Any]:
@@ -612,6 +665,7 @@ def evaluate(
     num_experiences: int,
     experience_of_class: Tensor,
     scores: Tensor | None = None,
+    predictions: Tensor | None = None,
 ) -> tuple[list[float], list[float], float, list[float]]:
     """Correct predictions per experience, among all seen classes (task-agnostic) and among
     each sample's own experience's classes (task-aware), share on the newest classes, row
@@ -626,13 +680,14 @@ def evaluate(
     lowest class id in both, so a sample right among all seen classes is right among its
     own experience's: task-aware >= task-agnostic, entry by entry.
     `experience_of_class` (classes,): the experience of each arrival-order class id.
-    `scores`: `seen_scores`'s, when the caller has them already.
+    `scores`, `predictions`: `seen_scores`'s and their argmax, when the caller has them.
     """
     seen = test_targets < num_seen
     targets, experiences = test_targets[seen], test_experience[seen]  # (seen test,)
     if scores is None:
         scores = seen_scores(strategy, head, test_features, test_targets, num_seen)
-    predictions = scores.argmax(dim=1)  # (seen test,)
+    if predictions is None:
+        predictions = scores.argmax(dim=1)  # (seen test,)
     own = experience_of_class[:num_seen][None, :] == experiences[:, None]  # (seen test, seen)
     aware = scores.masked_fill(~own, -math.inf).argmax(dim=1)  # (seen test,)
     # A sample whose own scores are all -inf: the argmax of its own slice, its first class.

@@ -35,18 +35,71 @@ def test_evaluate_counts_correct_predictions_per_experience_over_all_seen_classe
 def test_cosine_schedule_follows_the_closed_form(blob_tensors, training, monkeypatch):
     recorded = []
 
-    class RecordingSGD(torch.optim.SGD):
-        def step(self, closure=None):
-            recorded.append(self.param_groups[0]["lr"])
-            return super().step(closure)
+    class RecordingSGD(engine.HeadSGD):
+        def step(self):
+            recorded.append(self.lr)
+            return super().step()
 
-    monkeypatch.setattr(torch.optim, "SGD", RecordingSGD)
+    monkeypatch.setattr(engine, "HeadSGD", RecordingSGD)
     training = dict(training, schedule="cosine", epochs=2, batch_size=80)
     scenario = Scenario(list(range(6)), 6, 1)  # one experience: 240 samples, 3 steps per epoch
     engine.run(strategies.create("naive"), *blob_tensors, scenario, training, True, 0)
     steps = 6
     expected = [0.5 * 0.1 * (1 + math.cos(math.pi * k / steps)) for k in range(steps)]
     assert recorded == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 0.0), (0.0, 0.0), (0.9, 5e-4)])
+def test_head_sgd_is_torch_sgd_bit_for_bit(momentum, weight_decay):
+    # torch.optim.SGD is the reference: same operations, so the same bits after every step,
+    # through a changing lr (the cosine schedule) and a parameter left without a gradient.
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 4, generator=generator), torch.randn(5, generator=generator)]
+    features = torch.randn(7, 4, generator=generator)
+    targets = torch.randint(0, 5, (7,), generator=generator)
+    ours = [t.clone().requires_grad_() for t in start] + [torch.zeros(3, requires_grad=True)]
+    theirs = [t.clone().requires_grad_() for t in start] + [torch.zeros(3, requires_grad=True)]
+    head_sgd = engine.HeadSGD(ours, lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    torch_sgd = torch.optim.SGD(theirs, lr=0.1, momentum=momentum, weight_decay=weight_decay)
+    for step in range(6):
+        for optimizer, (weight, bias, _) in ((head_sgd, ours), (torch_sgd, theirs)):
+            if isinstance(optimizer, engine.HeadSGD):
+                optimizer.lr = 0.1 / (1 + step)
+            else:
+                optimizer.param_groups[0]["lr"] = 0.1 / (1 + step)
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(features @ weight.T + bias, targets)
+            loss.backward()
+            optimizer.step()
+        for mine, reference in zip(ours, theirs, strict=True):
+            assert torch.equal(mine, reference), step
+    assert torch.equal(ours[2], torch.zeros(3))  # no gradient: untouched
+
+
+def test_a_run_with_torch_sgd_gives_the_same_record(blob_tensors, training, monkeypatch):
+    # The whole engine, its SGD swapped for torch.optim.SGD: every number is the same.
+    def run():
+        return engine.run(
+            strategies.create("ewc", {"lambda": 100.0}),
+            *blob_tensors,
+            Scenario(list(range(6)), 2, 2),
+            dict(training, epochs=2, weight_decay=1e-4),
+            True,
+            0,
+        )
+
+    ours = run()
+    monkeypatch.setattr(
+        engine,
+        "HeadSGD",
+        lambda parameters, lr, momentum, weight_decay: torch.optim.SGD(
+            parameters, lr=lr, momentum=momentum, weight_decay=weight_decay
+        ),
+    )
+    reference = run()
+    assert ours.accuracy_matrix == reference.accuracy_matrix
+    assert ours.weight_norms == reference.weight_norms
+    assert ours.train_loss == reference.train_loss
 
 
 def test_a_diverging_loss_is_reported_with_the_experience(blob_tensors, training):

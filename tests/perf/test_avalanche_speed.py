@@ -1,8 +1,10 @@
 """Speed of headbench's engine against Avalanche's stock strategies, same process, same data.
 
-CIFAR-100-sized synthetic features (50,000 x 512 train, 10,000 test, 100 classes, 10
-experiences of 10 classes), one epoch per experience, batch 64, SGD 0.1 with momentum 0.9,
-evaluation on every seen experience after each one. Avalanche runs its stock `Naive` and
+Two synthetic feature sets: CIFAR-100-sized ("cifar100": 50,000 x 512 train, 10,000
+test, 100 classes, 10 experiences of 10 classes) and CLINC150-sized ("clinc150": 15,000 x
+384 train, 4,500 test, 150 classes, 15 experiences of 10, MiniLM's dimension); one epoch
+per experience, batch 64, SGD 0.1 with momentum 0.9, evaluation on every seen experience
+after each one. Avalanche runs its stock `Naive` and
 `EWC` (ewc_lambda = λ/2, its penalty has no 1/2) with an `IncrementalClassifier` on a
 tensor benchmark; headbench runs `naive` and `ewc` through `benchmarks.engine.run`.
 
@@ -33,8 +35,8 @@ from benchmarks.scenario import Scenario
 from strategies.base import initial_rows
 
 FRACTION = float(os.environ.get("HEADBENCH_AVALANCHE_SPEED_FRACTION", "1.0"))
-TRAIN, TEST = int(50_000 * FRACTION), int(10_000 * FRACTION)
-DIM, CLASSES, EXPERIENCES = 512, 100, 10
+# name: (train samples, test samples, dimension, classes, experiences)
+SHAPES = {"cifar100": (50_000, 10_000, 512, 100, 10), "clinc150": (15_000, 4_500, 384, 150, 15)}
 LAMBDA = 100.0  # EWC's λ (ours); Avalanche's ewc_lambda = λ/2
 TRAINING = {
     "optimizer": "sgd",
@@ -53,29 +55,33 @@ def avalanche_imported() -> None:
     import avalanche.training  # noqa: F401
 
 
-@pytest.fixture(scope="module")
-def features():
-    """Class c's features are a random centre plus unit noise; classes overlap a little."""
+@pytest.fixture(scope="module", params=list(SHAPES))
+def features(request):
+    """Class c's features are a random centre plus unit noise; classes overlap a little.
+    Returns (train x, train y, test x, test y, experiences)."""
+    train, test, dim, classes, experiences = SHAPES[request.param]
     generator = torch.Generator().manual_seed(0)
-    centres = 0.15 * torch.randn(CLASSES, DIM, generator=generator)  # (classes, dim)
+    centres = 0.15 * torch.randn(classes, dim, generator=generator)  # (classes, dim)
     data = []
-    for count in (TRAIN, TEST):
-        targets = torch.arange(count) % CLASSES
-        inputs = centres[targets] + torch.randn(count, DIM, generator=generator)
+    for count in (int(train * FRACTION), int(test * FRACTION)):
+        targets = torch.arange(count) % classes
+        inputs = centres[targets] + torch.randn(count, dim, generator=generator)
         data += [inputs, targets]
-    return data
+    return (*data, experiences)
 
 
 def run_headbench(name: str, hyperparameters: dict, features) -> float:
-    scenario = Scenario(list(range(CLASSES)), CLASSES // EXPERIENCES, CLASSES // EXPERIENCES)
+    *tensors, experiences = features
+    classes = int(tensors[1].max()) + 1
+    scenario = Scenario(list(range(classes)), classes // experiences, classes // experiences)
     result = engine.run(
-        strategies.create(name, hyperparameters), *features, scenario, TRAINING, True, 0
+        strategies.create(name, hyperparameters), *tensors, scenario, TRAINING, True, 0
     )
     last, counts = result.accuracy_matrix[-1], result.test_counts
     return sum(a * n for a, n in zip(last, counts, strict=True)) / sum(counts)
 
 
-def same_initial_rows(seed: int):
+def same_initial_rows(seed: int, dim: int):
     """An Avalanche plugin giving new rows the engine's initial rows (`initial_rows` on a
     generator seeded like the engine's) and zero biases; once per experience, so it costs
     nothing per iteration."""
@@ -93,7 +99,7 @@ def same_initial_rows(seed: int):
             num_new = len(strategy.experience.classes_in_this_experience)
             saved = torch.random.get_rng_state()
             torch.random.set_rng_state(self.state)
-            rows = initial_rows(num_new, DIM)  # (new, dim)
+            rows = initial_rows(num_new, dim)  # (new, dim)
             self.state = torch.random.get_rng_state()
             torch.random.set_rng_state(saved)
             linear.weight[self.num_old : self.num_old + num_new] = rows
@@ -111,16 +117,17 @@ def run_avalanche(name: str, features) -> float:
     from avalanche.training import EWC, Naive
     from avalanche.training.plugins import EvaluationPlugin
 
-    train_x, train_y, test_x, test_y = features
+    train_x, train_y, test_x, test_y, experiences = features
+    classes, dim = int(train_y.max()) + 1, train_x.shape[1]
     benchmark = nc_benchmark(
         _make_taskaware_tensor_classification_dataset(train_x, train_y),
         _make_taskaware_tensor_classification_dataset(test_x, test_y),
-        n_experiences=EXPERIENCES,
+        n_experiences=experiences,
         task_labels=False,
-        fixed_class_order=list(range(CLASSES)),
+        fixed_class_order=list(range(classes)),
     )
     torch.manual_seed(0)
-    model = nn.Sequential(IncrementalClassifier(DIM, initial_out_features=2))
+    model = nn.Sequential(IncrementalClassifier(dim, initial_out_features=2))
     optimizer = torch.optim.SGD(model.parameters(), lr=TRAINING["lr"], momentum=0.9)
     settings = {
         "model": model,
@@ -130,7 +137,7 @@ def run_avalanche(name: str, features) -> float:
         "train_epochs": TRAINING["epochs"],
         "eval_mb_size": 1024,
         "evaluator": EvaluationPlugin(accuracy_metrics(stream=True), loggers=[]),
-        "plugins": [same_initial_rows(0)],
+        "plugins": [same_initial_rows(0, dim)],
     }
     if name == "ewc":
         strategy = EWC(ewc_lambda=LAMBDA / 2, mode="separate", **settings)
@@ -158,7 +165,7 @@ def test_engine_against_avalanche(benchmark, avalanche_imported, features, name,
     )
     ours = benchmark.stats.stats.median  # shared machines: the median resists a busy neighbour
     benchmark.extra_info.update(
-        samples=TRAIN,
+        samples=len(features[0]),
         avalanche_seconds=avalanche_seconds,
         headbench_seconds=ours,
         avalanche_over_headbench=avalanche_seconds / ours,
@@ -168,6 +175,6 @@ def test_engine_against_avalanche(benchmark, avalanche_imported, features, name,
     print(
         f"\n{name}: Avalanche {avalanche_seconds:.1f} s, headbench {ours:.1f} s, "
         f"ratio {avalanche_seconds / ours:.1f}x; final accuracy {avalanche_accuracy:.4f} vs "
-        f"{accuracies[-1]:.4f} ({TRAIN} x {DIM} train)"
+        f"{accuracies[-1]:.4f} ({features[0].shape[0]} x {features[0].shape[1]} train)"
     )
     assert abs(avalanche_accuracy - accuracies[-1]) < 0.05

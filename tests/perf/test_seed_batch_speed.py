@@ -1,9 +1,10 @@
 """Per-seed cost of training S seeds as one batched computation (`engine.run_seeds`)
 against the same S seeds one after another (`engine.run`), in the same process.
 
-The features and training settings of test_avalanche_speed.py: CIFAR-100-sized synthetic
-features (50,000 x 512 train, 10,000 test, 100 classes, 10 experiences), one epoch, batch
-64, SGD 0.1 with momentum 0.9.
+The features and training settings of test_avalanche_speed.py: its two synthetic feature
+sets (CIFAR-100-sized, 50,000 x 512 train, 100 classes in 10 experiences; CLINC150-sized,
+15,000 x 384 train, 150 classes in 15 experiences), one epoch, batch 64, SGD 0.1 with
+momentum 0.9.
 Skipped by default; run `pytest tests/perf/test_seed_batch_speed.py --benchmark-only -s`
 and read `extra_info.sequential_over_batched` (> 1: batching pays) and the two per-seed
 times, never seconds across machines. `HEADBENCH_SEED_BATCH_SIZE` sets S (default 5);
@@ -19,7 +20,7 @@ import time
 
 import pytest
 import torch
-from test_avalanche_speed import CLASSES, EXPERIENCES, TRAINING
+from test_avalanche_speed import TRAINING
 from test_avalanche_speed import features as cpu_features  # noqa: F401 (a fixture)
 
 import strategies
@@ -31,9 +32,11 @@ SEEDS = list(range(int(os.environ.get("HEADBENCH_SEED_BATCH_SIZE", "5"))))
 
 @pytest.fixture(scope="module")
 def features(cpu_features):  # noqa: F811
-    """test_avalanche_speed's features, on the GPU when there is one."""
+    """test_avalanche_speed's features (and experience count), on the GPU when there is
+    one."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return [tensor.to(device) for tensor in cpu_features]
+    *tensors, experiences = cpu_features
+    return [tensor.to(device) for tensor in tensors], experiences
 
 
 def final_accuracies(results: list[engine.RunResult]) -> list[float]:
@@ -50,7 +53,9 @@ def final_accuracies(results: list[engine.RunResult]) -> list[float]:
     ids=["naive", "ewc", "lwf"],
 )
 def test_batched_seeds_against_one_after_another(benchmark, features, name, hyperparameters):
-    scenario = Scenario(list(range(CLASSES)), CLASSES // EXPERIENCES, CLASSES // EXPERIENCES)
+    features, experiences = features
+    classes = int(features[1].max()) + 1
+    scenario = Scenario(list(range(classes)), classes // experiences, classes // experiences)
 
     def sequential():
         return [
@@ -73,6 +78,7 @@ def test_batched_seeds_against_one_after_another(benchmark, features, name, hype
     batched_seconds = benchmark.stats.stats.median
     per_seed = (sequential_seconds / len(SEEDS), batched_seconds / len(SEEDS))
     benchmark.extra_info.update(
+        samples=len(features[0]),
         seeds=len(SEEDS),
         device=str(features[0].device),
         sequential_seconds_per_seed=per_seed[0],
@@ -80,7 +86,8 @@ def test_batched_seeds_against_one_after_another(benchmark, features, name, hype
         sequential_over_batched=sequential_seconds / batched_seconds,
     )
     print(
-        f"\n{name}, {len(SEEDS)} seeds on {features[0].device}: one after another "
+        f"\n{name}, {len(SEEDS)} seeds, {tuple(features[0].shape)} on {features[0].device}: "
+        "one after another "
         f"{per_seed[0]:.3f} s per seed, batched {per_seed[1]:.3f} s per seed, "
         f"ratio {sequential_seconds / batched_seconds:.2f}x"
     )
