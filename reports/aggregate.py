@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from reports.metrics import (
     REPORT_METRICS,
@@ -91,7 +91,9 @@ def describe(values: Sequence[float]) -> Stats:
     if n == 1:
         return Stats(mean, math.nan, math.nan, math.nan, 1)
     std = float(finite.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    # The Student t quantile: scipy.stats.t.ppf's own routine, without importing
+    # scipy.stats (0.4 s of every `headbench run`).
+    half = float(special.stdtrit(n - 1, 0.975)) * std / math.sqrt(n)
     return Stats(mean, std, mean - half, mean + half, n)
 
 

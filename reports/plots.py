@@ -16,14 +16,15 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from reports.aggregate import Stats, mean_matrix, mean_weight_norms, step_stats
 from reports.records import Benchmark
+
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn: `headbench run` needs none
+    from matplotlib.figure import Figure
 
 COLUMN_WIDTH = 3.35  # inches: one column of a two-column paper
 FULL_WIDTH = 6.9
@@ -141,11 +142,16 @@ def strategy_styles(labels: list[str] | list[tuple[str, str]]) -> dict[str, Line
 
 @contextmanager
 def _style() -> Iterator[None]:
+    import matplotlib
+
     with matplotlib.rc_context(STYLE):
         yield
 
 
 def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure

@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from matplotlib.figure import Figure
 
 from reports import aggregate, citation, html, old_labels, plots, tables
 from reports.atomic import atomic_write_bytes
@@ -30,6 +30,9 @@ from reports.options import (
     parse_formats,
 )
 from reports.records import Benchmark, ReportError, group, load_runs, row_order
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 IMAGE_FORMATS = ("png", "pdf", "svg")
 
@@ -115,16 +118,20 @@ def describe_benchmark(benchmark: Benchmark) -> str:
         names = benchmark.first.record.get("class_names")  # by original class id
         if names and all(isinstance(c, int) and 0 <= c < len(names) for c in order[:3]):
             order_text += f" (first {', '.join(str(names[c]) for c in order[:3])}, …)"
-    seeds = benchmark.seeds
+    seeds, experiences = benchmark.seeds, _count(len(benchmark.experiences), "experience")
     return (
         f"{benchmark.label}: dataset {config.get('dataset', {}).get('name', 'unknown')}, "
         f"backbone {config.get('backbone', {}).get('name', 'unknown')} (frozen), "
         f"{config.get('head', {}).get('kind', 'linear')} head, "
         f"bias {str(config.get('head', {}).get('bias', 'unknown')).lower()}, "
         f"class order {order_text}, B{scenario.get('initial_classes', '?')} "
-        f"Inc{scenario.get('increment', '?')} ({len(benchmark.experiences)} experiences), "
-        f"{len(seeds)} seeds ({', '.join(map(str, seeds))})"
+        f"Inc{scenario.get('increment', '?')} ({experiences}), "
+        f"{_count(len(seeds), 'seed')} ({', '.join(map(str, seeds))})"
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def table_caption(benchmarks: list[Benchmark]) -> str:
@@ -138,7 +145,8 @@ def table_caption(benchmarks: list[Benchmark]) -> str:
             f"{benchmark.label} ({config.get('dataset', {}).get('name', 'unknown')}, frozen "
             f"{config.get('backbone', {}).get('name', 'unknown')} backbone, "
             f"B{scenario.get('initial_classes', '?')} Inc{scenario.get('increment', '?')}, "
-            f"{len(benchmark.experiences)} experiences, {len(benchmark.seeds)} seeds)"
+            f"{_count(len(benchmark.experiences), 'experience')}, "
+            f"{_count(len(benchmark.seeds), 'seed')})"
         )
     return (
         "Class-incremental learning on "

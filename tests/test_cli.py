@@ -330,6 +330,23 @@ def test_python_dash_m_benchmarks_runs_in_a_subprocess(config_file, tmp_path):
     assert runs_of(read_records(out)) == sorted((name, 0) for name in ALL_STRATEGIES)
 
 
+def test_run_prints_its_table_without_importing_matplotlib_or_scipy_stats(config_file, tmp_path):
+    # Start-up is most of a short run: the summary needs neither (docs/development.md).
+    script = (
+        "import sys; from benchmarks.cli import main; "
+        f"code = main(['run', {str(config_file)!r}, '--strategy', 'naive', '--quiet', "
+        f"'--out', {str(tmp_path / 'out')!r}]); "
+        "print('imported:', sorted(m for m in ('matplotlib', 'scipy.stats') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert [row[0] for row in table_rows(result.stdout)] == printed(["naive"])
+    assert "3 experiences, 1 seed)" in result.stdout  # one seed, in the singular
+    assert result.stdout.rstrip().endswith("imported: []")
+
+
 # ---------------------------------------------------------------------------------------
 # Choosing strategies and seeds
 
