@@ -95,15 +95,20 @@ def test_chosen_lambda_equals_ranpacs_loop_of_solves():
 
 
 # 48 fitted samples against 30 features decomposes FᵀF; 24 against 30 decomposes FFᵀ.
+# `given`: the caller passes the Gram matrix of all samples, and FᵀF is that less the held
+# rows'; the subtraction's roundoff, about ε‖FᵀF + HᵀH‖ with the held rows a fifth of the
+# samples, is of the order of the perturbation the bound already allows (c·ε‖G‖).
+@pytest.mark.parametrize("given", [False, True], ids=["gram-computed", "gram-given"])
 @pytest.mark.parametrize("samples", [60, 30])
-def test_held_out_predictions_equal_one_solve_per_candidate(samples):
+def test_held_out_predictions_equal_one_solve_per_candidate(samples, given):
     generator = np.random.RandomState(1)
     inputs = torch.from_numpy(np.maximum(generator.randn(samples, 8) @ generator.randn(8, 30), 0))
     targets = torch.from_numpy(np.eye(3)[generator.randint(0, 3, size=samples)])
     cut = int(0.8 * samples)
     fit, fit_targets, held = inputs[:cut], targets[:cut], inputs[cut:]
     candidates = 10.0 ** torch.arange(-8, 9, dtype=torch.float64)
-    predictions = held_out_predictions(fit, fit_targets, held, candidates)
+    total = inputs.T @ inputs if given else None
+    predictions = held_out_predictions(fit, fit_targets, held, candidates, total)
     gram = fit.T @ fit
     eigenvalues = np.clip(np.linalg.eigvalsh(gram.numpy()), 0, None)
     tight = 0
