@@ -256,6 +256,7 @@ def test_plugin_keeps_a_batch_norm_backbone_frozen(blob_tensors):
         ("der", {}, "writes its own memory from inside its loss"),
     ],
 )
+@pytest.mark.bad_input
 def test_strategies_avalanche_cannot_run_are_refused_naming_the_supported(
     name, hyperparameters, reason
 ):
@@ -269,6 +270,7 @@ def test_strategies_avalanche_cannot_run_are_refused_naming_the_supported(
     assert not {"joint", "replay", "bic", "fetril", "gdumb", "si", "icarl", "der"} & set(listed)
 
 
+@pytest.mark.bad_input
 def test_a_model_without_one_incremental_classifier_is_refused(blob_tensors):
     model = nn.Sequential(nn.Linear(DIM, 6))
     strategy = Naive(
@@ -282,6 +284,7 @@ def test_a_model_without_one_incremental_classifier_is_refused(blob_tensors):
         strategy.train(benchmark.train_stream[0])
 
 
+@pytest.mark.bad_input
 def test_unknown_strategy_or_hyperparameter_is_refused():
     with pytest.raises(HyperparameterError, match="unknown strategy 'ewk'"):
         as_plugin("ewk")
@@ -459,6 +462,7 @@ def test_from_avalanche_passes_inputs_through_the_frozen_backbone(blob_tensors):
         assert torch.allclose(got, expected[blob_tensors[1] == label], atol=1e-6)
 
 
+@pytest.mark.bad_input
 def test_from_avalanche_refuses_uneven_increments(blob_tensors):
     import benchmarks
     from benchmarks.errors import UsageError

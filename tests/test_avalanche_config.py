@@ -310,6 +310,7 @@ def test_split_cifar100_config_runs_through_the_cli_on_the_raw_pixels(cifar, tmp
     assert record["metrics"]["final_accuracy"] == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.bad_input
 def test_transforms_that_cannot_be_dropped_are_refused(cifar, tmp_path, monkeypatch):
     from avalanche.benchmarks import nc_benchmark
     from avalanche.benchmarks.utils import _make_taskaware_classification_dataset
@@ -436,6 +437,7 @@ def test_class_incremental_benchmark_classes_arrive_sorted_within_an_experience(
     ],
     ids=["explicit-order", "seeded-order", "initial-classes", "increment"],
 )
+@pytest.mark.bad_input
 def test_a_scenario_that_contradicts_the_benchmark_is_refused(
     setting, fragments, factory, tmp_path, capsys
 ):
@@ -483,6 +485,7 @@ def test_a_scenario_that_agrees_with_the_benchmark_runs(setting, factory, tmp_pa
         "normalised-images",
     ],
 )
+@pytest.mark.bad_input
 def test_a_bad_benchmark_exits_2_with_one_line(spec, fragments, factory, tmp_path, capsys):
     # (not named `benchmark`: pytest-benchmark would take that parameter for its fixture)
     name, npz, _ = factory
@@ -491,6 +494,7 @@ def test_a_bad_benchmark_exits_2_with_one_line(spec, fragments, factory, tmp_pat
     assert_refused(capsys, argv, tmp_path / "out", *fragments)
 
 
+@pytest.mark.bad_input
 def test_bad_arguments_and_a_benchmark_order_elsewhere_are_refused(factory, tmp_path, capsys):
     name, npz, _ = factory
     config = write_avalanche_config(tmp_path, f"{name}:blobs", npz)

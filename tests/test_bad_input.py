@@ -176,6 +176,7 @@ def test_control_the_base_input_runs(tmp_path, capsys):
         ),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_names_keys_and_types_on_the_command_line(
     options, fragments, config_file, tmp_path, capsys
 ):
@@ -200,6 +201,7 @@ def test_bad_names_keys_and_types_on_the_command_line(
         pytest.param('[head]\nbias = "yes"\n', ["'yes'", "bool"], id="bias-as-string"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_tables_in_the_config_file(extra, fragments, tmp_path, blobs_npz, capsys):
     config = write_config(tmp_path, blobs_npz, extra)
     assert_refused(capsys, ["run", config], tmp_path / "out", *fragments)
@@ -235,11 +237,13 @@ def test_control_valid_scenarios_run(options, config_file, tmp_path, capsys):
         pytest.param('"seed:x"', ["'seed:x'", "integer"], id="seed-not-a-number"),
     ],
 )
+@pytest.mark.bad_input
 def test_class_order_not_a_permutation(order, fragments, config_file, tmp_path, capsys):
     argv = ["run", config_file, "--set", f"scenario.class_order={order}"]
     assert_refused(capsys, argv, tmp_path / "out", *fragments)
 
 
+@pytest.mark.bad_input
 def test_increment_that_does_not_cover_the_classes(config_file, tmp_path, capsys):
     # 6 classes, B = 2: the other 4 come 1, 2 or 4 at a time, never 3.
     line = assert_refused(
@@ -259,6 +263,7 @@ def test_increment_that_does_not_cover_the_classes(config_file, tmp_path, capsys
         pytest.param(7, ["initial_classes = 7", "2..6"], id="more-than-the-classes"),
     ],
 )
+@pytest.mark.bad_input
 def test_initial_classes_out_of_range(initial, fragments, config_file, tmp_path, capsys):
     argv = ["run", config_file, "--set", f"scenario.initial_classes={initial}"]
     assert_refused(capsys, argv, tmp_path / "out", *fragments)
@@ -271,6 +276,7 @@ def test_control_single_class_experiences_with_seen_scope_run(config_file, tmp_p
 
 
 @pytest.mark.parametrize("strategy", ["lwf", "ewc"])
+@pytest.mark.bad_input
 def test_new_class_scope_with_increment_one_has_zero_gradient(
     strategy, config_file, tmp_path, capsys
 ):
@@ -279,6 +285,7 @@ def test_new_class_scope_with_increment_one_has_zero_gradient(
     assert_refused(capsys, argv, tmp_path / "out", "ce_scope='new'", "zero gradient", "'seen'")
 
 
+@pytest.mark.bad_input
 def test_image_backbone_on_a_features_dataset(tmp_path, blobs_npz, capsys):
     config = write_config(tmp_path, blobs_npz, '[backbone]\nname = "base-task"\n')
     assert_refused(capsys, ["run", config], tmp_path / "out", "base-task", "identity")
@@ -381,6 +388,7 @@ TRAIN_ROWS = NUM_CLASSES * TRAIN_PER_CLASS  # 30
         ),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_npz(payload, fragments, tmp_path, capsys):
     assert_refused(capsys, ["run", bench(tmp_path, payload)], tmp_path / "out", *fragments)
 
@@ -389,20 +397,24 @@ def test_bad_npz(payload, fragments, tmp_path, capsys):
 # Files
 
 
+@pytest.mark.bad_input
 def test_missing_config_file(tmp_path, capsys):
     argv = ["run", tmp_path / "absent.toml"]
     assert_refused(capsys, argv, tmp_path / "out", "absent.toml", "digits_b5_inc1")
 
 
+@pytest.mark.bad_input
 def test_missing_shipped_config_name(tmp_path, capsys):
     assert_refused(capsys, ["run", "digits_b9"], tmp_path / "out", "digits_b9", "digits_b5_inc1")
 
 
+@pytest.mark.bad_input
 def test_missing_npz(tmp_path, capsys):
     config = write_config(tmp_path, tmp_path / "absent.npz")
     assert_refused(capsys, ["run", config], tmp_path / "out", "absent.npz")
 
 
+@pytest.mark.bad_input
 def test_npz_that_is_not_an_npz(tmp_path, capsys):
     text = tmp_path / "features.npz"
     text.write_text("not a zip archive\n")
@@ -410,6 +422,7 @@ def test_npz_that_is_not_an_npz(tmp_path, capsys):
     assert_refused(capsys, ["run", config], tmp_path / "out", "features.npz", ".npz")
 
 
+@pytest.mark.bad_input
 def test_malformed_toml(tmp_path, blobs_npz, capsys):
     config = write_config(tmp_path, blobs_npz, "epochs = = 3\n")
     assert_refused(capsys, ["run", config], tmp_path / "out", "bench.toml", "TOML")
@@ -428,12 +441,14 @@ def test_malformed_toml(tmp_path, blobs_npz, capsys):
         pytest.param("-1", ["'-1'", "0-4"], id="negative"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_seeds(seeds, fragments, config_file, tmp_path, capsys):
     argv = ["run", config_file, f"--seeds={seeds}"]
     assert_refused(capsys, argv, tmp_path / "out", *fragments)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+@pytest.mark.bad_input
 def test_cuda_device_without_cuda(config_file, tmp_path, capsys):
     argv = ["run", config_file, "--device", "cuda"]
     assert_refused(capsys, argv, tmp_path / "out", "cuda", "cpu")
@@ -446,15 +461,18 @@ def test_cuda_device_without_cuda(config_file, tmp_path, capsys):
         pytest.param(["--sed", "1"], ["--sed"], id="unknown-option"),
     ],
 )
+@pytest.mark.bad_input
 def test_argument_parser_refusals(options, fragments, config_file, tmp_path, capsys):
     assert_refused(capsys, ["run", config_file, *options], tmp_path / "out", *fragments)
 
 
+@pytest.mark.bad_input
 def test_unknown_list_section(tmp_path, capsys):
     line = assert_refused(capsys, ["list", "metrics"], tmp_path / "out", "'metrics'")
     assert "strategies" in line and "configs" in line
 
 
+@pytest.mark.bad_input
 def test_out_under_a_regular_file(config_file, tmp_path, capsys):
     regular = tmp_path / "file.txt"
     regular.write_text("a file, not a folder\n")
@@ -464,6 +482,7 @@ def test_out_under_a_regular_file(config_file, tmp_path, capsys):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+@pytest.mark.bad_input
 def test_out_in_a_read_only_folder(config_file, tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -475,6 +494,7 @@ def test_out_in_a_read_only_folder(config_file, tmp_path, capsys):
         locked.chmod(0o700)
 
 
+@pytest.mark.bad_input
 def test_no_traceback_from_a_real_process(config_file, tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
@@ -507,6 +527,7 @@ def test_no_traceback_from_a_real_process(config_file, tmp_path):
         (["--set", "training.seeds=[4294967296]"], ["training.seeds", "0..4294967295"]),
     ],
 )
+@pytest.mark.bad_input
 def test_seeds_out_of_range_are_refused(argv_tail, fragments, tmp_path, capsys):
     config = bench(tmp_path, arrays())
     assert_refused(capsys, ["run", config, *argv_tail], tmp_path / "out", *fragments)
@@ -517,6 +538,7 @@ def test_control_the_largest_seed_runs(tmp_path, capsys):
     assert_runs(capsys, ["run", config, *FAST, "--seeds", "4294967295"], tmp_path / "out")
 
 
+@pytest.mark.bad_input
 def test_a_validation_seed_out_of_range_is_refused(tmp_path, capsys):
     config = bench(tmp_path, arrays())
     out = tmp_path / "out"
@@ -524,12 +546,14 @@ def test_a_validation_seed_out_of_range_is_refused(tmp_path, capsys):
     assert_refused(capsys, [*argv, "--validation-seed", "-1", "--out", out], out, "-1", "0..")
 
 
+@pytest.mark.bad_input
 def test_a_config_that_is_not_utf8_is_refused(tmp_path, capsys):
     config = tmp_path / "latin1.toml"
     config.write_bytes('# café\n[dataset]\nname = "digits"\n'.encode("latin-1"))
     assert_refused(capsys, ["run", config], tmp_path / "out", "latin1.toml", "not UTF-8")
 
 
+@pytest.mark.bad_input
 def test_weights_that_overflow_are_a_diverged_run(tmp_path, capsys):
     """lr = 1e30 sends the head's weights (or their norms) past float32's range while the
     mean loss can stay finite; the run is listed as failed (exit 1) like a NaN loss, and no

@@ -128,6 +128,7 @@ NPZ_REFUSALS = {
 
 
 @pytest.mark.parametrize("case", list(NPZ_REFUSALS))
+@pytest.mark.bad_input
 def test_npz_that_cannot_fit_or_was_cast_silently(case, tmp_path, capsys):
     payload, message = NPZ_REFUSALS[case]
     config = bench(tmp_path, payload)
@@ -143,6 +144,7 @@ def test_control_float64_features_and_the_largest_label_run(tmp_path, capsys):
     no_warnings_while(assert_runs, capsys, ["run", bench(tmp_path, payload), *FAST], tmp_path / "o")
 
 
+@pytest.mark.bad_input
 def test_float64_1e300_prints_no_warning_from_a_real_process(tmp_path):
     config = bench(tmp_path, with_entry("X_train", (0, 0), 1e300, np.float64))
     out = tmp_path / "out"
@@ -203,6 +205,7 @@ OPTION_REFUSALS = {
 
 
 @pytest.mark.parametrize("case", list(OPTION_REFUSALS))
+@pytest.mark.bad_input
 def test_training_options_out_of_range(case, tmp_path, capsys):
     options, message = OPTION_REFUSALS[case]
     config = bench(tmp_path, arrays())
@@ -210,6 +213,7 @@ def test_training_options_out_of_range(case, tmp_path, capsys):
     assert line == f"headbench: error: {message}"
 
 
+@pytest.mark.bad_input
 def test_base_task_backbone_lr_0_is_refused(tmp_path, capsys):
     config = bench(tmp_path, arrays(), '[backbone]\nname = "base-task"\nlr = 0\n')
     line = assert_refused(capsys, ["run", config], tmp_path / "out", "backbone.lr = 0.0")
@@ -240,6 +244,7 @@ def full_disk_on_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "fsync", fsync)
 
 
+@pytest.mark.bad_input
 def test_a_full_disk_during_run_is_one_line_naming_the_record(tmp_path, capsys, monkeypatch):
     config = bench(tmp_path, arrays())
     full_disk_on_fsync(monkeypatch)
@@ -254,6 +259,7 @@ def test_a_full_disk_during_run_is_one_line_naming_the_record(tmp_path, capsys, 
     assert Path(path[:-1]).parent == out / "runs"  # and out/ is gone: nothing half-written
 
 
+@pytest.mark.bad_input
 def test_a_full_disk_keeps_the_records_written_before(tmp_path, capsys, monkeypatch):
     config = bench(tmp_path, arrays())
     out = tmp_path / "out"
@@ -275,6 +281,7 @@ def test_a_full_disk_keeps_the_records_written_before(tmp_path, capsys, monkeypa
     assert files_under(out) == ["runs", f"runs/{record.name}"]
 
 
+@pytest.mark.bad_input
 def test_a_full_disk_at_a_sweeps_claim_leaves_no_claim(tmp_path, capsys, monkeypatch):
     config = bench(tmp_path, arrays())
     out = tmp_path / "out"
@@ -293,6 +300,7 @@ def test_a_full_disk_at_a_sweeps_claim_leaves_no_claim(tmp_path, capsys, monkeyp
     )
 
 
+@pytest.mark.bad_input
 def test_a_full_disk_at_a_sweeps_record(tmp_path, capsys, monkeypatch):
     config = bench(tmp_path, arrays())
     out = tmp_path / "out"
@@ -302,6 +310,7 @@ def test_a_full_disk_at_a_sweeps_record(tmp_path, capsys, monkeypatch):
     assert f"cannot write {out / 'runs'}/naive-seed0-" in line
 
 
+@pytest.mark.bad_input
 def test_a_full_disk_in_the_feature_cache_leaves_no_entry(tmp_path, monkeypatch):
     import torch
 
@@ -336,6 +345,7 @@ def assert_refused_keeping(capsys, argv: list, out: Path, message: str) -> None:
 
 @pytest.mark.parametrize("command", ["run", "sweep", "tune"])
 @pytest.mark.parametrize("folder", ["runs", "failed", "claims"])
+@pytest.mark.bad_input
 def test_an_out_folder_that_is_a_file(command, folder, tmp_path, capsys):
     config = bench(tmp_path, arrays())
     out = tmp_path / "out"
@@ -354,6 +364,7 @@ def test_an_out_folder_that_is_a_file(command, folder, tmp_path, capsys):
     assert (out / folder).read_text() == "a file\n"
 
 
+@pytest.mark.bad_input
 def test_an_out_runs_that_is_a_dangling_link(tmp_path, capsys):
     config = bench(tmp_path, arrays())
     out = tmp_path / "out"
@@ -379,6 +390,7 @@ def leftover(path: Path, text: str, age: float = 60.0) -> Path:
     return path
 
 
+@pytest.mark.bad_input
 def test_leftovers_of_killed_writers_are_removed_and_logged(tmp_path, capsys):
     config = bench(tmp_path, arrays())
     out = tmp_path / "out"
@@ -434,6 +446,7 @@ def test_a_clean_sweep_leaves_no_claims(tmp_path, capsys):
 # sweep --executor ray, tune's grid
 
 
+@pytest.mark.bad_input
 def test_sweep_with_ray_not_installed_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     config = bench(tmp_path, arrays())
@@ -445,6 +458,7 @@ def test_sweep_with_ray_not_installed_writes_nothing(tmp_path, capsys, monkeypat
     )
 
 
+@pytest.mark.bad_input
 def test_sweep_with_no_ray_cluster_writes_nothing(tmp_path, capsys, monkeypatch):
     class NoCluster:
         @staticmethod
@@ -462,6 +476,7 @@ def test_sweep_with_no_ray_cluster_writes_nothing(tmp_path, capsys, monkeypatch)
     )
 
 
+@pytest.mark.bad_input
 def test_tune_refuses_a_grid_over_another_strategy(tmp_path, capsys):
     config = bench(tmp_path, arrays())
     out = tmp_path / "out"
@@ -473,6 +488,7 @@ def test_tune_refuses_a_grid_over_another_strategy(tmp_path, capsys):
     )
 
 
+@pytest.mark.bad_input
 def test_tune_refuses_an_alias_of_another_strategy(tmp_path, capsys):
     config = bench(tmp_path, arrays())
     out = tmp_path / "out"
@@ -497,6 +513,7 @@ def test_control_tune_over_its_own_strategy_by_alias_runs(tmp_path, capsys):
 # A strategy name that is matplotlib mathtext
 
 
+@pytest.mark.bad_input
 def test_a_strategy_name_with_mathtext_is_plain_text_in_figures(tmp_path, capsys):
     config = write_config(tmp_path, tmp_path / "data.npz", "[strategies.naive]\n")
     np.savez(tmp_path / "data.npz", **arrays())
@@ -517,6 +534,7 @@ def test_a_strategy_name_with_mathtext_is_plain_text_in_figures(tmp_path, capsys
     assert r"naive$\frac{$" in markdown
 
 
+@pytest.mark.bad_input
 def test_figure_labels_keep_the_dollar_signs():
     import matplotlib
     from matplotlib.figure import Figure
@@ -530,6 +548,7 @@ def test_figure_labels_keep_the_dollar_signs():
     assert text.get_text() == r"naive$\frac{$"
 
 
+@pytest.mark.bad_input
 def test_a_summary_that_is_a_folder_is_one_line_naming_it(tmp_path, capsys):
     config = bench(tmp_path, arrays())
     out = tmp_path / "out"

@@ -42,6 +42,7 @@ def test_a_finished_experience_keeps_its_alpha_and_beta_and_the_new_one_starts_a
     assert (bic.alpha.item(), bic.beta.item()) == (1.0, 0.0)
 
 
+@pytest.mark.bad_input
 def test_bic_needs_a_memory_and_a_held_out_share():
     with pytest.raises(HyperparameterError, match="memory_size = 0 must be > 0"):
         strategies.create("bic", {"memory_size": 0})

@@ -46,6 +46,7 @@ def test_another_key_misses(tmp_path):
     assert cache.load("features", {**KEY, "split": "test"}) is None
 
 
+@pytest.mark.bad_input
 def test_a_truncated_entry_is_reported_in_one_line_and_deleted(tmp_path):
     lines = []
     cache = Cache(tmp_path, lines.append)
@@ -57,6 +58,7 @@ def test_a_truncated_entry_is_reported_in_one_line_and_deleted(tmp_path):
     assert "\n" not in lines[0] and not path.exists()
 
 
+@pytest.mark.bad_input
 def test_altered_contents_fail_the_checksum(tmp_path):
     lines = []
     cache = Cache(tmp_path, lines.append)
@@ -138,6 +140,7 @@ def test_cache_ls_reads_headbench_cache_by_default(tmp_path, capsys, monkeypatch
     assert code == 0 and "from the environment" in out
 
 
+@pytest.mark.bad_input
 def test_bad_older_than_is_one_line(tmp_path, capsys):
     code, out, err = run_cli(
         capsys, "cache", "clear", "--older-than", "-3", "--cache-dir", tmp_path
@@ -203,6 +206,7 @@ def test_second_run_performs_zero_backbone_forwards(
             assert entry["checksum"] == first[0]["features_cache"][split]["checksum"]
 
 
+@pytest.mark.bad_input
 def test_a_truncated_cache_file_is_healed_with_a_one_line_report(
     tmp_path, capsys, cifar100_root, resnet18_weights, count_resnet_forwards
 ):
@@ -280,6 +284,7 @@ def test_base_task_backbone_is_trained_once_and_then_never_runs(
 
 
 @pytest.mark.parametrize("action", ["ls", "clear"])
+@pytest.mark.bad_input
 def test_cache_commands_refuse_a_cache_dir_that_is_a_file(action, tmp_path, capsys):
     """Once answered "empty" (ls) or "removed 0 entries" (clear) with exit 0."""
     blocker = tmp_path / "file"
@@ -294,6 +299,7 @@ def test_cache_commands_refuse_a_cache_dir_that_is_a_file(action, tmp_path, caps
 
 
 @pytest.mark.parametrize("action", ["ls", "clear"])
+@pytest.mark.bad_input
 def test_cache_commands_refuse_a_cache_dir_that_is_a_dangling_link(action, tmp_path, capsys):
     """Once answered "empty" with exit 0, as if the link were a cache not made yet."""
     link = tmp_path / "link"

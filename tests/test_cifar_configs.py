@@ -94,6 +94,7 @@ def refused(capsys, argv: list[str], out) -> str:
     return errors[0]
 
 
+@pytest.mark.bad_input
 def test_missing_cifar_files_stop_the_run_with_one_line(capsys, tmp_path):
     argv = ["run", "cifar100_b50_inc10", "--set", f"dataset.root={json.dumps(str(tmp_path))}"]
     err = refused(capsys, [*argv, "--set", "dataset.download=false"], tmp_path / "out")
@@ -101,6 +102,7 @@ def test_missing_cifar_files_stop_the_run_with_one_line(capsys, tmp_path):
     assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in err
 
 
+@pytest.mark.bad_input
 def test_weights_that_cannot_be_downloaded_leave_no_results_folder(
     capsys, cifar100_root, tmp_path, monkeypatch
 ):

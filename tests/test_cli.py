@@ -651,6 +651,7 @@ def test_ctrl_c_while_a_record_is_written_leaves_no_partial_or_temporary_file(
     assert_interrupted_after_one_record(out, code, stderr)
 
 
+@pytest.mark.bad_input
 def test_a_diverging_run_is_listed_and_the_others_go_on(config_file, tmp_path, capsys):
     # EWC at λ = 10^9 with lr 0.1: the penalty's curvature lr·λ·F is far beyond SGD's
     # stability limit, so the check stops it while naive trains normally.

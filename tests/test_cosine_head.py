@@ -38,6 +38,7 @@ def test_row_norms_do_not_change_the_logits():
     torch.testing.assert_close(cosine_head(weight)(features), cosine_head(scaled)(features))
 
 
+@pytest.mark.bad_input
 def test_a_cosine_head_has_no_bias():
     with pytest.raises(HyperparameterError, match="no bias.*head.bias = false"):
         make_head("cosine", 4, bias=True)
@@ -81,6 +82,7 @@ def test_every_gradient_trained_strategy_runs_on_a_cosine_head(
     assert train().accuracy_matrix == result.accuracy_matrix
 
 
+@pytest.mark.bad_input
 def test_ewc_at_a_stiff_lambda_is_stopped_on_a_cosine_head(blob_tensors, scenario_2_2, training):
     # The shared scale σ gathers Fisher from every sample. Once the penalty's largest
     # curvature λ·F passes SGD's limit lr · curvature < 2 (1 + β) = 3.8 (momentum β), the
@@ -106,6 +108,7 @@ def test_the_list_covers_the_strategies_the_readme_names():
     assert "weight_aligning" not in GRADIENT_TRAINED_ON_COSINE
 
 
+@pytest.mark.bad_input
 def test_weight_aligning_on_a_cosine_head_is_refused_in_one_line(config_file):
     message = "weight_aligning is defined for a linear head, not head.kind = 'cosine'"
     overrides = ["head.kind=cosine", "head.bias=false"]

@@ -222,6 +222,7 @@ def test_local_weights_give_the_penultimate_features_of_that_network(resnet18_we
         ({"name": "torchvision", "model": "resnet19"}, ["'resnet19'", "resnet18"]),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_weights_and_models_are_named(options, fragments, tmp_path):
     table = {**_resnet18_options(tmp_path / "unused.pth"), **options}
     if table["name"] == "torchvision":
@@ -233,12 +234,14 @@ def test_bad_weights_and_models_are_named(options, fragments, tmp_path):
         assert fragment in str(error.value)
 
 
+@pytest.mark.bad_input
 def test_weights_of_another_architecture_are_refused(tmp_path, resnet18_weights):
     options = {**_resnet18_options(resnet18_weights), "name": "resnet50"}
     with pytest.raises(UsageError, match="does not fit resnet50"):
         backbones.extract(options, _cifar_like(), Scenario([0, 1, 2, 3], 2, 2), CPU, Progress(True))
 
 
+@pytest.mark.bad_input
 def test_weights_that_cannot_be_downloaded_say_where_to_put_them(tmp_path, monkeypatch):
     import torch.hub
 
@@ -328,6 +331,7 @@ def test_image_files_of_different_sizes_are_resized_on_the_device(tmp_path, resn
         torch.testing.assert_close(features.train[index : index + 1], alone, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.bad_input
 def test_base_task_refuses_image_files(tmp_path):
     from test_image_datasets import write_image_folder
 

@@ -155,6 +155,7 @@ def test_class_balanced_memory_through_the_engine(blob_tensors, scenario_2_2, tr
     assert torch.bincount(strategy.memory_targets, minlength=6).tolist() == [2] * 6
 
 
+@pytest.mark.bad_input
 def test_capacity_below_the_number_of_classes_is_refused(scenario_2_2):
     strategy = strategies.create("der", {"capacity": 5})
     with pytest.raises(HyperparameterError, match="use capacity >= 6"):
@@ -169,6 +170,7 @@ def test_capacity_below_the_number_of_classes_is_refused(scenario_2_2):
         ({"sampling": "fifo"}, "'reservoir' | 'class_balanced'"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_hyperparameters_are_refused(hyperparameters, message):
     with pytest.raises(HyperparameterError, match=message):
         strategies.create("der", hyperparameters)
@@ -192,6 +194,7 @@ def test_the_digits_demo_runs_der_plus_plus_end_to_end(tmp_path, capsys, monkeyp
     assert "DER++" in captured.out
 
 
+@pytest.mark.bad_input
 def test_capacity_below_the_classes_through_the_cli_is_one_line_and_exit_2(
     tmp_path, capsys, monkeypatch
 ):

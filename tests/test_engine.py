@@ -102,6 +102,7 @@ def test_a_run_with_torch_sgd_gives_the_same_record(blob_tensors, training, monk
     assert ours.train_loss == reference.train_loss
 
 
+@pytest.mark.bad_input
 def test_a_diverging_loss_is_reported_with_the_experience(blob_tensors, training):
     training = dict(training, lr=1e38, momentum=0.0)
     with pytest.raises(

@@ -177,6 +177,7 @@ def test_seeds_that_disagree_on_their_loss_state_run_one_after_another(
     assert reference[0].weight_norms != reference[1].weight_norms
 
 
+@pytest.mark.bad_input
 def test_run_seeds_refuses_mismatched_inputs(blob_tensors, scenario_2_2, training):
     with pytest.raises(ValueError, match="2 strategies for 3 seeds"):
         engine.run_seeds(

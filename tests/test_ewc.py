@@ -201,6 +201,7 @@ def test_lambda_zero_reproduces_naive_exactly(blob_tensors, scenario_2_2, traini
     assert run("ewc", {}).train_loss != naive.train_loss
 
 
+@pytest.mark.bad_input
 def test_new_class_scope_refuses_a_single_class_experience():
     strategy = strategies.create("ewc", {"ce_scope": "new"})
     with pytest.raises(HyperparameterError, match="zero gradient"):
@@ -209,6 +210,7 @@ def test_new_class_scope_refuses_a_single_class_experience():
     strategies.create("ewc", {"ce_scope": "seen"}).validate([2, 1])
 
 
+@pytest.mark.bad_input
 def test_stability_check_names_the_largest_stable_lambda():
     """Curvature of λ/2·A(θ − μ)² is λ·A. With max A = 0.5, lr 0.1, momentum 0.9 the
     limit 2(1 + 0.9) = 3.8 is passed at λ = 100 (0.1·100·0.5 = 5) and not at λ = 50 (2.5);
@@ -231,6 +233,7 @@ def test_stability_check_names_the_largest_stable_lambda():
     assert latent.stability_error(0.1, 0.9) is None
 
 
+@pytest.mark.bad_input
 def test_a_run_past_the_limit_stops_before_training_the_experience(
     blob_tensors, scenario_2_2, training
 ):

@@ -174,6 +174,7 @@ def test_old_classes_keep_their_statistics_and_the_engine_runs(
     assert result.train_loss == [None] * scenario_2_2.num_experiences
 
 
+@pytest.mark.bad_input
 def test_a_class_with_one_sample_is_refused():
     features = np.array([[1.0, 2.0], [1.5, 2.5], [3.0, 1.0]], dtype=np.float32)
     with pytest.raises(HyperparameterError, match="class 1 has 1 training sample"):
@@ -183,6 +184,7 @@ def test_a_class_with_one_sample_is_refused():
 @pytest.mark.parametrize(
     "config", [{"beta": 0.0}, {"beta": 1.5}, {"gamma1": -1.0}, {"shrink_passes": -1}]
 )
+@pytest.mark.bad_input
 def test_bad_hyperparameters_are_refused(config):
     with pytest.raises(HyperparameterError, match="strategies.fecam."):
         strategies.create("fecam", config)

@@ -118,6 +118,7 @@ def test_sgd_trains_the_head_on_real_and_pseudo_features(blob_tensors, scenario_
     assert result.accuracy_matrix[-1][-1] > 0.5
 
 
+@pytest.mark.bad_input
 def test_svm_needs_two_classes_in_the_first_experience(blob_tensors, training):
     with pytest.raises(HyperparameterError, match="single class"):
         strategies.create("fetril").validate([1, 1, 1])
@@ -125,6 +126,7 @@ def test_svm_needs_two_classes_in_the_first_experience(blob_tensors, training):
 
 
 @pytest.mark.parametrize("config", [{"svm_c": 0.0}, {"svm_tolerance": -1.0}])
+@pytest.mark.bad_input
 def test_bad_hyperparameters_are_refused(config):
     with pytest.raises(HyperparameterError, match="strategies.fetril."):
         strategies.create("fetril", config)

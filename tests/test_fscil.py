@@ -118,6 +118,7 @@ def test_the_shipped_config_keeps_5_classes_x_5_samples_per_session(fscil_root, 
     assert not Path("results").exists()
 
 
+@pytest.mark.bad_input
 def test_a_dataset_the_lists_do_not_fit_is_refused(tmp_path, capsys):
     """Labels in another order (class c at rows 500c..500c+499): session 2's images fall
     in other classes; one line, nothing written."""
@@ -161,6 +162,7 @@ def test_a_dataset_the_lists_do_not_fit_is_refused(tmp_path, capsys):
         ),
     ],
 )
+@pytest.mark.bad_input
 def test_settings_that_contradict_the_protocol_are_refused(
     fscil_root, tmp_path, capsys, setting, line
 ):
@@ -170,6 +172,7 @@ def test_settings_that_contradict_the_protocol_are_refused(
     assert refused(capsys, argv, tmp_path / "out") == f"headbench: error: {line}"
 
 
+@pytest.mark.bad_input
 def test_the_protocol_with_joint_is_refused(fscil_root, tmp_path, capsys):
     argv = ["run", "cifar100_fscil", "--strategy", "joint"]
     for item in root_settings(fscil_root):
@@ -180,6 +183,7 @@ def test_the_protocol_with_joint_is_refused(fscil_root, tmp_path, capsys):
     )
 
 
+@pytest.mark.bad_input
 def test_the_protocol_on_another_dataset_is_refused(tmp_path, capsys):
     line = assert_refused(
         capsys,

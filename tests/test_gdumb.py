@@ -75,6 +75,7 @@ def test_a_memory_that_holds_everything_is_joint(blob_tensors, scenario_2_2, tra
     assert runs[0].train_loss == runs[1].train_loss
 
 
+@pytest.mark.bad_input
 def test_capacity_below_the_number_of_classes_is_refused():
     with pytest.raises(HyperparameterError, match="use capacity >= 6"):
         strategies.create("gdumb", {"capacity": 5}).validate([2, 2, 2])

@@ -163,11 +163,13 @@ def test_nme_is_the_same_for_every_seed_the_head_is_not(blob_tensors, scenario_2
         ({"classifier": "svm"}, "'nme' | 'head'"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_hyperparameters_are_refused(hyperparameters, message):
     with pytest.raises(HyperparameterError, match=message):
         strategies.create("icarl", hyperparameters)
 
 
+@pytest.mark.bad_input
 def test_a_memory_smaller_than_the_classes_is_refused(scenario_2_2):
     strategy = strategies.create("icarl", {"memory_size": 5})
     with pytest.raises(HyperparameterError, match="use memory_size >= 6"):
@@ -195,6 +197,7 @@ def test_the_digits_demo_runs_icarl_end_to_end(tmp_path, capsys, monkeypatch):
     assert "iCaRL" in captured.out
 
 
+@pytest.mark.bad_input
 def test_bad_input_through_the_cli_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for setting, words in [

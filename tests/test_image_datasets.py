@@ -52,6 +52,7 @@ def test_the_fingerprint_changes_with_one_pixel(tmp_path):
     assert cifar100(tmp_path / "a").fingerprint != cifar100(tmp_path / "b").fingerprint
 
 
+@pytest.mark.bad_input
 def test_checksum_check_on_a_small_file_with_a_known_digest(tmp_path):
     path = tmp_path / "small.bin"
     payload = b"headbench checksum test\n" * 3
@@ -66,6 +67,7 @@ def test_checksum_check_on_a_small_file_with_a_known_digest(tmp_path):
     assert expected in message and wrong in message and "verify_checksums = false" in message
 
 
+@pytest.mark.bad_input
 def test_verify_checksums_refuses_a_generated_copy_naming_the_published_md5(tmp_path):
     write_cifar100(tmp_path)
     actual = hashlib.md5((tmp_path / "cifar-100-python" / "train").read_bytes()).hexdigest()
@@ -105,6 +107,7 @@ def test_unchecked_pickles_are_loaded_with_a_one_line_warning(tmp_path, capsys):
     )
 
 
+@pytest.mark.bad_input
 def test_missing_files_without_download_say_where_to_put_them(tmp_path):
     with pytest.raises(UsageError) as error:
         cifar100(tmp_path / "nowhere")
@@ -114,6 +117,7 @@ def test_missing_files_without_download_say_where_to_put_them(tmp_path):
     assert not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.bad_input
 def test_a_failed_download_leaves_nothing_behind(tmp_path, monkeypatch):
     import torchvision.datasets.cifar as cifar_module
 
@@ -133,6 +137,7 @@ def test_a_failed_download_leaves_nothing_behind(tmp_path, monkeypatch):
     assert not root.exists()
 
 
+@pytest.mark.bad_input
 def test_a_damaged_pickle_is_one_line_not_a_traceback(tmp_path):
     write_cifar100(tmp_path)
     path = tmp_path / "cifar-100-python" / "train"
@@ -176,6 +181,7 @@ def test_imagefolder_maps_test_classes_by_name(tmp_path):
     assert first.shape == (3, 20, 30) and str(first.dtype) == "torch.uint8"
 
 
+@pytest.mark.bad_input
 def test_imagefolder_refuses_a_test_class_unknown_to_training(tmp_path):
     write_image_folder(tmp_path, {"train": {"cat": 1, "dog": 1}, "test": {"cow": 1}})
     with pytest.raises(UsageError, match=r"test classes \['cow'\]"):
@@ -184,6 +190,7 @@ def test_imagefolder_refuses_a_test_class_unknown_to_training(tmp_path):
         )
 
 
+@pytest.mark.bad_input
 def test_imagefolder_without_the_split_folder_says_what_is_expected(tmp_path):
     (tmp_path / "train").mkdir()
     with pytest.raises(UsageError, match="val is not a folder"):
@@ -265,6 +272,7 @@ def test_cifar10_batches_load_in_order(tmp_path):
     assert data.class_names[:2] == ["c0", "c1"] and len(data.train_targets) == 50
 
 
+@pytest.mark.bad_input
 def test_image_files_with_the_identity_backbone_are_one_line_and_exit_2(tmp_path, capsys):
     """Image files differ in size, so they cannot be flattened into features."""
     from benchmarks.cli import main

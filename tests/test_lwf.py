@@ -125,6 +125,7 @@ def test_new_scope_cross_entropy_sees_only_the_new_logits():
     assert seen_loss.item() == pytest.approx(F.cross_entropy(logits, targets).item(), rel=1e-6)
 
 
+@pytest.mark.bad_input
 def test_new_scope_refuses_a_single_class_experience():
     strategy = strategies.create("lwf", {"ce_scope": "new"})
     with pytest.raises(HyperparameterError, match="zero gradient"):

@@ -57,6 +57,7 @@ def test_penalty_is_lambda_times_the_weighted_squared_distance():
     torch.testing.assert_close(loss - cross_entropy, torch.tensor(18.0))
 
 
+@pytest.mark.bad_input
 def test_stability_limit_uses_the_curvature_two_lambda_omega():
     # Curvature of λ Ω (θ − μ)² is 2λΩ: λ = 10, Ω = 0.5, lr 0.1 gives 1 < 3.8 (stable);
     # λ = 40 gives 4 > 3.8, and the largest stable λ is 3.8 / (0.1 · 2 · 0.5) = 38.

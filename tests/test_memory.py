@@ -135,6 +135,7 @@ def test_held_out_slice_is_never_trained_on_and_stays_balanced():
     assert torch.bincount(memory.targets).tolist() == [9, 9]
 
 
+@pytest.mark.bad_input
 def test_validate_refuses_a_memory_with_no_exemplar_per_class():
     with pytest.raises(HyperparameterError, match=r"memory_size = 5 \(total\).*>= 10"):
         ExemplarMemory(5, "total").validate("replay", [4, 2, 2, 2])
@@ -143,6 +144,7 @@ def test_validate_refuses_a_memory_with_no_exemplar_per_class():
     ExemplarMemory(10, "total").validate("replay", [4, 2, 2, 2])  # one each: accepted
 
 
+@pytest.mark.bad_input
 def test_lwf_with_replay_refuses_cross_entropy_over_new_classes_only():
     lwf = strategies.create("lwf", {"memory_size": 100})
     with pytest.raises(HyperparameterError, match="ce_scope='new' cannot score replayed"):

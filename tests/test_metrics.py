@@ -72,6 +72,7 @@ def test_a_single_experience_has_no_forgetting_defined():
     "matrix, message",
     [([[0.5, None], [None, 0.5]], "missing entry"), ([[0.5, 0.5]], "square"), ([], "square")],
 )
+@pytest.mark.bad_input
 def test_malformed_matrices_are_refused(matrix, message):
     with pytest.raises(ValueError, match=message):
         forgetting(matrix)

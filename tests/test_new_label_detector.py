@@ -243,11 +243,13 @@ def test_calibration_reads_no_test_data(blob_tensors, scenario_2_2, training):
 
 
 @pytest.mark.parametrize("threshold", [0, 1, 1.5, -0.1, "calibrate", True])
+@pytest.mark.bad_input
 def test_threshold_outside_the_open_interval_is_refused(threshold):
     with pytest.raises(HyperparameterError, match="threshold"):
         strategies.create("new_label_detector", {"threshold": threshold})
 
 
+@pytest.mark.bad_input
 def test_a_detector_without_negatives_is_refused():
     strategy = strategies.create("new_label_detector", {"pseudo_negatives": 0})
     strategy.validate([2, 2, 2])  # each detector has the other new class as negatives
@@ -285,6 +287,7 @@ DETECTOR = ["--strategy", "new_label_detector", "--set", "training.epochs=1"]
         ),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_detector_settings_are_one_line_exit_2_nothing_written(
     options, message, tmp_path, capsys
 ):

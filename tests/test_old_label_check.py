@@ -143,6 +143,7 @@ def test_a_record_with_consistent_counts_reads_and_one_without_them_still_reads(
         ({"test_counts": [4, 5, 4, 4]}, "class_accuracy"),
     ],
 )
+@pytest.mark.bad_input
 def test_inconsistent_class_counts_are_refused_naming_the_field(counts, field):
     with pytest.raises(ReportError, match=field):
         RunRecord.parse(_record(class_accuracy=counts), "r.json")
@@ -205,6 +206,7 @@ def test_the_gate_exits_1_above_p_and_0_below_after_writing_every_record(
 
 
 @pytest.mark.parametrize("value", ["-1", "nan", "text", "inf", "100.5", ""])
+@pytest.mark.bad_input
 def test_bad_max_old_drop_is_one_line_exit_2_and_writes_nothing(
     config_file, tmp_path, capsys, value
 ):

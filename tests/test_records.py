@@ -39,6 +39,7 @@ PWNED_DATASET = {
 }
 
 
+@pytest.mark.bad_input
 def test_reproduce_refuses_a_record_whose_dataset_names_code(
     recorded, tmp_path, capsys, monkeypatch
 ):
@@ -71,6 +72,7 @@ def test_trust_record_is_what_lets_such_a_record_run(recorded, tmp_path, capsys,
     assert code == 2 and stderr.count("\n") == 1
 
 
+@pytest.mark.bad_input
 def test_reproduce_refuses_unchecked_pickled_dataset_files(recorded, tmp_path, capsys):
     record = json.loads(json.dumps(recorded))
     record["config"]["dataset"] = {
@@ -90,6 +92,7 @@ def test_reproduce_refuses_unchecked_pickled_dataset_files(recorded, tmp_path, c
     )
 
 
+@pytest.mark.bad_input
 def test_one_refused_record_in_a_folder_stops_every_run(recorded, tmp_path, capsys):
     runs = tmp_path / "out" / "runs"
     runs.mkdir(parents=True)
@@ -132,6 +135,7 @@ REPORT_REFUSALS = {
 
 
 @pytest.mark.parametrize("field", list(REPORT_REFUSALS))
+@pytest.mark.bad_input
 def test_report_refuses_a_bad_record_naming_file_field_and_accepted(
     recorded, field, tmp_path, capsys
 ):
@@ -204,6 +208,7 @@ REPRODUCE_REFUSALS = {
 
 
 @pytest.mark.parametrize("case", list(REPRODUCE_REFUSALS))
+@pytest.mark.bad_input
 def test_reproduce_refuses_a_bad_record_in_one_line(recorded, case, tmp_path, capsys):
     change, message = REPRODUCE_REFUSALS[case]
     path = tmp_path / "record.json"

@@ -303,12 +303,14 @@ def assert_refused(code: int, stdout: str, stderr: str, *named: str, out: Path) 
     assert not out.exists()
 
 
+@pytest.mark.bad_input
 def test_missing_results_dir(tmp_path, capsys):
     out = tmp_path / "report"
     code, stdout, stderr = run_cli(capsys, "report", tmp_path / "nowhere", "--out", out)
     assert_refused(code, stdout, stderr, "nowhere", "no such directory", "accepted", out=out)
 
 
+@pytest.mark.bad_input
 def test_results_dir_that_is_a_file(tmp_path, capsys):
     path = tmp_path / "records.txt"
     path.write_text("")
@@ -317,6 +319,7 @@ def test_results_dir_that_is_a_file(tmp_path, capsys):
     assert_refused(code, stdout, stderr, "records.txt", "not a directory", out=out)
 
 
+@pytest.mark.bad_input
 def test_a_folder_without_records(tmp_path, capsys):
     (tmp_path / "empty" / "runs").mkdir(parents=True)
     (tmp_path / "empty" / "notes.txt").write_text("no records here")
@@ -329,6 +332,7 @@ def test_a_folder_without_records(tmp_path, capsys):
     ("formats", "named"),
     [("md,docx", ["docx", "md, latex, csv, html, png, pdf"]), (",", ["(none given)"])],
 )
+@pytest.mark.bad_input
 def test_unknown_format(formats, named, toy_results, tmp_path, capsys):
     out = tmp_path / "report"
     code, stdout, stderr = run_cli(capsys, "report", toy_results, "--out", out, "--format", formats)
@@ -338,6 +342,7 @@ def test_unknown_format(formats, named, toy_results, tmp_path, capsys):
     assert code == 0, stderr
 
 
+@pytest.mark.bad_input
 def test_unknown_by(toy_results, tmp_path, capsys):
     out = tmp_path / "report"
     code, stdout, stderr = run_cli(capsys, "report", toy_results, "--out", out, "--by", "seed")
@@ -374,6 +379,7 @@ BAD_RECORDS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_RECORDS))
+@pytest.mark.bad_input
 def test_invalid_record(case, tmp_path, capsys):
     change, named = BAD_RECORDS[case]
     good = write_records(tmp_path / "good", [_valid_record()])
@@ -399,6 +405,7 @@ def test_invalid_record(case, tmp_path, capsys):
         (b"\xff\xfe", ["not valid JSON"]),
     ],
 )
+@pytest.mark.bad_input
 def test_unparsable_record_json(content, named, toy_results, tmp_path, capsys):
     path = toy_results / "runs" / "broken.json"
     if isinstance(content, bytes):
@@ -410,6 +417,7 @@ def test_unparsable_record_json(content, named, toy_results, tmp_path, capsys):
     assert_refused(code, stdout, stderr, "broken.json", *named, out=out)
 
 
+@pytest.mark.bad_input
 def test_unreadable_record(toy_results, tmp_path, capsys):
     (toy_results / "runs" / "odd.json").mkdir()  # a folder where a record should be
     out = tmp_path / "report"
@@ -417,6 +425,7 @@ def test_unreadable_record(toy_results, tmp_path, capsys):
     assert_refused(code, stdout, stderr, "odd.json", "cannot be read", out=out)
 
 
+@pytest.mark.bad_input
 def test_out_that_is_a_file(toy_results, tmp_path, capsys):
     out = tmp_path / "report"
     out.write_text("a file")
@@ -425,6 +434,7 @@ def test_out_that_is_a_file(toy_results, tmp_path, capsys):
     assert out.read_text() == "a file"
 
 
+@pytest.mark.bad_input
 def test_console_script_refuses_with_one_line(tmp_path):
     script = shutil.which("headbench")
     if script is None:

@@ -182,6 +182,7 @@ def test_a_record_names_and_cites_a_strategy_headbench_does_not_know(tmp_path):
         ("references", ["@misc{a, title={x}} @misc{b, title={y}}"]),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_names_or_references_in_a_record_are_refused(field, value, tmp_path):
     record = make_record("mine", 0, MATRIX)
     record[field] = value
@@ -247,6 +248,7 @@ def test_band_none_on_the_command_line_drops_bands_and_says_so(tmp_path):
     assert "± one standard deviation" in (tmp_path / "r" / "report.md").read_text()
 
 
+@pytest.mark.bad_input
 def test_band_and_names_refused_outside_their_choices(tmp_path, capsys):
     from benchmarks.cli import main
 

@@ -497,6 +497,7 @@ def test_a_copy_of_a_record_counts_once(toy_results, tmp_path):
     assert "repeats" in text and "counted once" in text
 
 
+@pytest.mark.bad_input
 def test_two_different_records_for_one_strategy_and_seed_are_refused(toy_results, tmp_path):
     record = json.loads(next((toy_results / "runs").glob("alpha-seed0-*.json")).read_text())
     record["accuracy_matrix"][2][2] = 0.1

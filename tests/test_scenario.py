@@ -31,6 +31,7 @@ def test_identity_and_explicit_orders():
         ([0, 1, 2, "3"], "integer class ids"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_orders_name_the_problem(spec, message):
     with pytest.raises(UsageError) as error:
         resolve_class_order(spec, 4)
@@ -51,6 +52,7 @@ def test_remap_numbers_classes_in_arrival_order():
     assert scenario.original_classes(1) == [3, 1]
 
 
+@pytest.mark.bad_input
 def test_increment_that_does_not_cover_the_classes_lists_the_divisors():
     with pytest.raises(UsageError) as error:
         Scenario(list(range(10)), 4, 4)
@@ -58,6 +60,7 @@ def test_increment_that_does_not_cover_the_classes_lists_the_divisors():
     assert "increment must be one of [1, 2, 3, 6]" in str(error.value)
 
 
+@pytest.mark.bad_input
 def test_a_first_experience_of_one_class_is_refused():
     with pytest.raises(UsageError, match="initial_classes = 1"):
         Scenario(list(range(4)), 1, 1)
@@ -78,6 +81,7 @@ def test_named_order_podnet_is_the_explicit_icarl_list():
     assert order != resolve_class_order("icarl1993", 100)
 
 
+@pytest.mark.bad_input
 def test_named_order_on_a_dataset_of_another_size_is_refused():
     with pytest.raises(UsageError, match="'podnet' orders 100 classes .* this dataset has 10"):
         resolve_class_order("podnet", 10)

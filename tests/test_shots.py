@@ -203,6 +203,7 @@ def test_reproduce_reruns_a_few_shot_record(tmp_path, capsys):
         ({"source": "drawn", "indices": [None, [1]], "extra": 1}, "train_subset"),
     ],
 )
+@pytest.mark.bad_input
 def test_a_record_with_a_bad_train_subset_is_refused(subset, fragment):
     record = {
         "benchmark": "b",
@@ -248,6 +249,7 @@ def test_control_shots_without_joint_run(tmp_path, capsys):
         ),
     ],
 )
+@pytest.mark.bad_input
 def test_shots_with_joint_are_refused(tmp_path, capsys, settings, line):
     argv = ["run", bad_config(tmp_path), *sum((["--set", s] for s in settings), [])]
     assert assert_refused(capsys, argv, tmp_path / "out").startswith(line)
@@ -286,11 +288,13 @@ def test_shots_with_joint_are_refused(tmp_path, capsys, settings, line):
         ),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_shots_are_refused(tmp_path, capsys, setting, line):
     argv = ["run", shots_config(tmp_path), "--set", setting]
     assert assert_refused(capsys, argv, tmp_path / "out") == line
 
 
+@pytest.mark.bad_input
 def test_shots_larger_than_the_smallest_new_class_name_it(tmp_path, capsys):
     """Class 3 has 9 training samples, the others 12: the line names class 3 and 9."""
     blobs = make_blobs()
@@ -306,6 +310,7 @@ def test_shots_larger_than_the_smallest_new_class_name_it(tmp_path, capsys):
     assert_runs(capsys, ["run", config, "--set", "scenario.shots=9"], tmp_path / "ok")
 
 
+@pytest.mark.bad_input
 def test_base_shots_with_a_backbone_trained_on_the_base_task_are_refused(tmp_path, capsys):
     line = assert_refused(
         capsys,
@@ -368,6 +373,7 @@ def test_tune_trains_each_seed_on_its_shots(tmp_path, capsys):
     assert record["selection"]["scores"] == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.bad_input
 def test_tune_with_shots_and_no_own_validation_split_is_refused(tmp_path, capsys):
     config = shots_config(tmp_path)
     argv = ["tune", config, "--strategy", "ncm", "--grid", "strategies.ncm.metric=cosine,euclidean"]

@@ -108,6 +108,7 @@ def test_c_zero_reproduces_naive_exactly(blob_tensors, scenario_2_2, training):
     assert run("si", {}).train_loss != naive.train_loss
 
 
+@pytest.mark.bad_input
 def test_bad_damping_is_refused():
     with pytest.raises(HyperparameterError, match="strategies.si.damping"):
         strategies.create("si", {"damping": 0.0})

@@ -216,6 +216,7 @@ REFUSED = ["lwf", "weight_aligning", "bic", "ncm", "slda", "ridge", "fecam", "fe
 
 
 @pytest.mark.parametrize("name", REFUSED)
+@pytest.mark.bad_input
 def test_sigmoid_with_a_strategy_it_is_not_defined_for(name, tmp_path, capsys):
     config = bench(tmp_path, arrays())
     line = assert_refused(
@@ -228,6 +229,7 @@ def test_sigmoid_with_a_strategy_it_is_not_defined_for(name, tmp_path, capsys):
     assert "new_label_detector" in line
 
 
+@pytest.mark.bad_input
 def test_an_unknown_head_loss_is_refused(tmp_path, capsys):
     config = bench(tmp_path, arrays())
     assert_refused(

@@ -168,6 +168,7 @@ def test_state_dict_round_trips(trained, blob_tensors):
 
 
 @pytest.mark.parametrize("name", strategies.list_strategies())
+@pytest.mark.bad_input
 def test_unknown_hyperparameter_is_refused_with_the_accepted_keys(name):
     config_class = strategies.get_strategy(name).Config
     # Config keys are the field names with a trailing underscore dropped (`lambda_`).
@@ -194,6 +195,7 @@ def test_unknown_hyperparameter_is_refused_with_the_accepted_keys(name):
         ("weight_aligning", "align_bias", 1, "bool"),
     ],
 )
+@pytest.mark.bad_input
 def test_wrong_type_is_refused_naming_the_key_and_the_accepted_type(name, key, value, accepted):
     config_class = strategies.get_strategy(name).Config
     with pytest.raises(HyperparameterError) as error:

@@ -34,6 +34,7 @@ def sweep_config(tmp_path, blobs_npz) -> Path:
     return write_config(tmp_path, blobs_npz, "[strategies.naive]\n[strategies.ewc]\n")
 
 
+@pytest.mark.bad_input
 def test_grid_values_split_at_top_level_commas():
     assert sweep.parse_grid("strategies.ewc.lambda=100,1000") == (
         "strategies.ewc.lambda",
@@ -85,6 +86,7 @@ def test_a_grid_over_one_strategy_does_not_repeat_the_others(sweep_config, tmp_p
     assert "0 runs done now" in stdout and "8 already recorded" in stdout
 
 
+@pytest.mark.bad_input
 def test_a_run_that_raises_is_recorded_as_failed_and_the_sweep_goes_on(
     sweep_config, tmp_path, capsys
 ):
@@ -108,6 +110,7 @@ def test_a_run_that_raises_is_recorded_as_failed_and_the_sweep_goes_on(
     assert code == 1 and "1 failed" in stdout
 
 
+@pytest.mark.bad_input
 def test_a_full_disk_stops_the_sweep_in_one_line_with_no_partial_record(
     sweep_config, tmp_path, capsys, monkeypatch
 ):
@@ -123,6 +126,7 @@ def test_a_full_disk_stops_the_sweep_in_one_line_with_no_partial_record(
     assert not out.exists()  # the claim was released, the empty folders it made removed
 
 
+@pytest.mark.bad_input
 def test_a_claim_that_is_a_symbolic_link_is_refused_and_its_target_untouched(
     sweep_config, tmp_path, capsys
 ):
@@ -146,6 +150,7 @@ def test_a_claim_that_is_a_symbolic_link_is_refused_and_its_target_untouched(
     assert list((out / "runs").glob("*.json")) == []
 
 
+@pytest.mark.bad_input
 def test_claims_that_is_a_file_is_refused_in_one_line(sweep_config, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -156,6 +161,7 @@ def test_claims_that_is_a_file_is_refused_in_one_line(sweep_config, tmp_path, ca
     assert not list(out.glob("runs/*.json"))
 
 
+@pytest.mark.bad_input
 def test_an_out_that_is_a_dangling_link_is_refused_naming_its_target(
     sweep_config, tmp_path, capsys
 ):
@@ -169,6 +175,7 @@ def test_an_out_that_is_a_dangling_link_is_refused_naming_its_target(
     assert out.is_symlink() and not (tmp_path / "gone").exists()
 
 
+@pytest.mark.bad_input
 def test_an_out_that_cannot_be_a_directory_is_refused(sweep_config, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

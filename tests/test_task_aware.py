@@ -258,6 +258,7 @@ def test_an_old_record_without_the_field_reads(tmp_path):
         ("high", "task_aware_accuracy_matrix = 'high'; accepted: a square list of lists"),
     ],
 )  # fmt: skip
+@pytest.mark.bad_input
 def test_a_bad_task_aware_matrix_is_refused_in_one_line(aware, message, tmp_path, capsys):
     good = make_record("naive", 0, [[0.9, None], [0.6, 0.8]])
     results = write_records(tmp_path / "ok", [{**good, "task_aware_accuracy_matrix": None}])

@@ -214,6 +214,7 @@ def one_line(error):
     return message
 
 
+@pytest.mark.bad_input
 def test_without_transformers_the_extra_is_named(tiny_bert, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import raises ImportError
     with pytest.raises(UsageError) as error:
@@ -221,6 +222,7 @@ def test_without_transformers_the_extra_is_named(tiny_bert, monkeypatch):
     assert 'pip install "headbench[text]"' in one_line(error)
 
 
+@pytest.mark.bad_input
 def test_a_model_not_found_offline_says_to_give_a_local_directory(monkeypatch):
     import huggingface_hub
 
@@ -231,6 +233,7 @@ def test_a_model_not_found_offline_says_to_give_a_local_directory(monkeypatch):
     assert "'no-such-org/no-such-model'" in message and "local directory" in message
 
 
+@pytest.mark.bad_input
 def test_a_model_folder_without_a_tokenizer_is_refused(tmp_path):
     folder = save_tiny_bert(tmp_path / "untokenized", tokenizer=False)
     spec = backbones.BACKBONES["transformers"]
@@ -239,6 +242,7 @@ def test_a_model_folder_without_a_tokenizer_is_refused(tmp_path):
     assert "no usable tokenizer" in one_line(error)
 
 
+@pytest.mark.bad_input
 def test_pooler_is_refused_when_the_model_has_none(tmp_path):
     folder = save_tiny_bert(tmp_path / "poolerless", pooler=False)
     with pytest.raises(UsageError) as error:
@@ -262,12 +266,14 @@ def test_pooler_is_refused_when_the_model_has_none(tmp_path):
     ("key", "value", "accepted"),
     [("pooling", "max", "'mean', 'cls', 'pooler'"), ("normalize", "yes", "'auto', True, False")],
 )
+@pytest.mark.bad_input
 def test_unknown_option_values_are_refused_in_one_line(tiny_bert, key, value, accepted):
     with pytest.raises(UsageError) as error:
         options(tiny_bert, **{key: value})
     assert accepted in one_line(error) and repr(value) in one_line(error)
 
 
+@pytest.mark.bad_input
 def test_max_length_beyond_the_tokenizer_is_refused(tiny_bert):
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_bert)
     tokenizer.model_max_length = 16
@@ -277,6 +283,7 @@ def test_max_length_beyond_the_tokenizer_is_refused(tiny_bert):
     assert "at most 16 tokens" in one_line(error)
 
 
+@pytest.mark.bad_input
 def test_image_backbones_refuse_sentences_and_transformers_refuses_images():
     sentences_data = text_data(["a cat"], ["a dog"])
     with pytest.raises(UsageError) as error:
@@ -340,6 +347,7 @@ def test_a_text_run_from_the_command_line_caches_its_features(text_config, tmp_p
         ("backbone.name=torchvision", "gives sentences"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_text_configs_exit_2_with_one_line(text_config, tmp_path, capsys, override, named):
     from benchmarks.cli import main
 

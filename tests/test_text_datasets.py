@@ -88,6 +88,7 @@ def test_include_oos_adds_one_class_named_oos(tmp_path):
     assert np.bincount(data.test_targets).tolist() == [3, 3, 3, 2, 3]
 
 
+@pytest.mark.bad_input
 def test_include_oos_on_a_file_without_oos_splits_is_one_line(tmp_path):
     path = write_clinc(tmp_path, oos=False)
     assert clinc150(tmp_path).num_classes == 4  # fine without out-of-scope samples
@@ -106,6 +107,7 @@ def test_variants_read_their_own_file(tmp_path, variant, train_per_intent):
     assert len(data.train_targets) == 4 * train_per_intent
 
 
+@pytest.mark.bad_input
 def test_an_unknown_variant_is_refused(tmp_path, capsys):
     write_clinc(tmp_path)
     with pytest.raises(UsageError, match="dataset.variant = 'tiny' is not accepted"):
@@ -137,6 +139,7 @@ def test_the_fingerprint_covers_texts_and_labels_of_every_split(tmp_path):
 # SHA-256 and download
 
 
+@pytest.mark.bad_input
 def test_verify_checksums_refuses_a_changed_file_and_accepts_the_pinned_digest(
     tmp_path, monkeypatch
 ):
@@ -164,6 +167,7 @@ def test_the_pinned_urls_name_the_commit_and_the_digests_are_sha256():
     assert "/57ec275d8078af65b7731c2a98be812d844a6d6b/banking_data/" in datasets.BANKING77_URL
 
 
+@pytest.mark.bad_input
 def test_a_missing_file_without_download_names_file_url_and_folder(tmp_path):
     root = tmp_path / "nowhere"
     with pytest.raises(UsageError) as error:
@@ -204,6 +208,7 @@ def test_download_fetches_checks_and_renames_into_place(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("existing", [False, True])
+@pytest.mark.bad_input
 def test_an_altered_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch, existing):
     payload = json.dumps(clinc_content()).encode()
     monkeypatch.setitem(
@@ -224,6 +229,7 @@ def test_an_altered_download_is_refused_and_leaves_nothing(tmp_path, monkeypatch
         assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.bad_input
 def test_a_failed_download_leaves_nothing(tmp_path, monkeypatch):
     serve(monkeypatch, {}, [])
     root = tmp_path / "data"
@@ -375,6 +381,7 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_FILES))
+@pytest.mark.bad_input
 def test_a_bad_text_file_is_one_line_naming_file_and_line(tmp_path, case):
     name, payload, fragment = BAD_FILES[case]
     (tmp_path / name).write_bytes(payload)
@@ -387,6 +394,7 @@ def test_a_bad_text_file_is_one_line_naming_file_and_line(tmp_path, case):
         assert name in message
 
 
+@pytest.mark.bad_input
 def test_a_test_class_without_training_samples_is_refused(tmp_path):
     (tmp_path / "train.csv").write_bytes(b"text,label\nhello,greet\nbye,leave\n")
     (tmp_path / "test.csv").write_bytes(b"text,label\nhello,greet\nwhat time,time\n")
@@ -396,6 +404,7 @@ def test_a_test_class_without_training_samples_is_refused(tmp_path):
     assert "test.csv: line 3: class 'time' has no training samples" in message
 
 
+@pytest.mark.bad_input
 def test_missing_files_and_options(tmp_path):
     with pytest.raises(UsageError, match='needs dataset.train = "train.csv"'):
         text(tmp_path)
@@ -417,6 +426,7 @@ BAD_CLINC = {
 
 
 @pytest.mark.parametrize("case", list(BAD_CLINC))
+@pytest.mark.bad_input
 def test_a_bad_clinc150_file_is_one_line(tmp_path, case, capsys):
     payload, fragment = BAD_CLINC[case]
     (tmp_path / "data_full.json").write_bytes(payload)
@@ -426,6 +436,7 @@ def test_a_bad_clinc150_file_is_one_line(tmp_path, case, capsys):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.bad_input
 def test_the_cli_stops_on_a_bad_text_file_with_exit_2_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "train.csv").write_bytes(b"text,label\nhello,greet\n,leave\n")
     (tmp_path / "test.csv").write_bytes(b"text,label\nhello,greet\n")

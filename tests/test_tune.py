@@ -90,6 +90,7 @@ def test_first_experiences_tunes_on_their_classes_only(tmp_path, capsys, blobs_n
         (["--first-experiences", "7"], "use 2..3"),
     ],
 )
+@pytest.mark.bad_input
 def test_bad_protocol_values_are_refused_in_one_line(
     options, fragment, tmp_path, capsys, blobs_npz
 ):
@@ -173,6 +174,7 @@ def test_tune_scores_on_the_own_validation_split_when_there_is_one(tmp_path, cap
 
 
 @pytest.mark.parametrize("flag", [["--validation-fraction", "0.3"], ["--validation-seed", "1"]])
+@pytest.mark.bad_input
 def test_a_held_out_split_setting_is_refused_with_an_own_split(tmp_path, capsys, flag):
     np.savez(tmp_path / "own.npz", **metric_blobs())
     config = write_config(tmp_path, tmp_path / "own.npz")
@@ -182,6 +184,7 @@ def test_a_held_out_split_setting_is_refused_with_an_own_split(tmp_path, capsys,
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.bad_input
 def test_an_own_split_missing_an_experience_is_refused_unless_it_is_not_scored(tmp_path, capsys):
     arrays = metric_blobs()
     kept = arrays["y_val"] < 4  # experience 3 (classes 4, 5) has no validation samples
@@ -207,6 +210,7 @@ BAD_VAL = {
 
 
 @pytest.mark.parametrize("case", list(BAD_VAL))
+@pytest.mark.bad_input
 def test_bad_validation_arrays_are_refused_in_one_line(tmp_path, case):
     from benchmarks import datasets
     from benchmarks.errors import UsageError
