@@ -223,7 +223,8 @@ def test_a_sweep_killed_with_sigkill_resumes_and_finishes_exactly_the_missing_ru
     first.wait()
     before = records(out)
     assert 3 <= len(before) < 24
-    assert list((out / "claims").glob("*.lock"))  # claims left behind by the dead workers
+    # Claims left by the dead workers are not asserted: the kill may land after a worker
+    # published a run and removed its claim but before it claimed the next one.
 
     second = start_sweep(config, out, 2, tmp_path / "second.log")
     assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()
@@ -232,6 +233,7 @@ def test_a_sweep_killed_with_sigkill_resumes_and_finishes_exactly_the_missing_ru
     assert done_now(tmp_path / "second.log") == 24 - len(before)
     for run_id, record in before.items():
         assert after[run_id] == record  # finished runs were not run again
+    assert not list((out / "claims").glob("*.lock"))  # the dead workers' claims are gone
 
 
 def test_two_sweeps_on_one_out_never_run_a_run_twice(tmp_path, blobs_npz):
