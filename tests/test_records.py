@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_blobs, write_config
 
 from benchmarks.cli import main
@@ -21,12 +22,15 @@ def run_cli(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str,
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One real naive record on the blobs (the record every bad variant starts from)."""
+    """One real naive record on the blobs, made on the CPU (the record every bad variant
+    starts from; a CPU record's weight norms and losses are binding in `reproduce`, also
+    on a machine with CUDA)."""
     directory = tmp_path_factory.mktemp("recorded")
     npz = directory / "blobs.npz"
     np.savez(npz, **make_blobs())
     config = write_config(directory, npz, "[strategies.naive]\n")
-    code = main(["run", str(config), "--out", str(directory / "out"), "--quiet"])
+    argv = ["run", str(config), "--out", str(directory / "out"), "--device", "cpu", "--quiet"]
+    code = main(argv)
     assert code == 0
     (path,) = (directory / "out" / "runs").glob("*.json")
     return json.loads(path.read_text())
@@ -240,7 +244,7 @@ def test_reproduce_compares_weight_norms_and_losses_within_the_stated_tolerance(
     far["train_loss"][1] = loss * (1 - 1e-4)
     path = tmp_path / "far.json"
     path.write_text(json.dumps(far))
-    code, stdout, _ = run_cli(capsys, "reproduce", path, "--quiet")
+    code, stdout, _ = run_cli(capsys, "reproduce", path, "--device", "cpu", "--quiet")
     assert code == 1
     assert "2 weight norms or losses differ by more than 1e-05 relative (largest 1.0e-04)" in stdout
     assert f"  weight_norms[2][3]: recorded {norm * (1 + 1e-4):.9g}, now {norm:.9g}" in stdout
@@ -251,7 +255,29 @@ def test_reproduce_compares_weight_norms_and_losses_within_the_stated_tolerance(
     near["weight_norms"][2][3] = norm * (1 + 1e-6)
     path = tmp_path / "near.json"
     path.write_text(json.dumps(near))
-    code, stdout, _ = run_cli(capsys, "reproduce", path, "--quiet")
+    code, stdout, _ = run_cli(capsys, "reproduce", path, "--device", "cpu", "--quiet")
     assert code == 0
     assert "1 of 1 runs reproduced: within tolerance" in stdout
     assert "within 0.00 points, weight norms and losses within 1.0e-06 relative" in stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_weight_norms_are_listed_but_not_counted(tmp_path, capsys):
+    # A CUDA record: its weight norms and losses are shown, marked as not counted, and
+    # only the accuracy matrix (within 1 point, reproduce.CUDA_TOLERANCE) decides.
+    np.savez(tmp_path / "blobs.npz", **make_blobs())
+    config = write_config(tmp_path, tmp_path / "blobs.npz", "[strategies.naive]\n")
+    out = tmp_path / "out"
+    code = main(["run", str(config), "--out", str(out), "--device", "cuda", "--quiet"])
+    assert code == 0
+    (path,) = (out / "runs").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["environment"]["device"] == "cuda"
+    norm = record["weight_norms"][2][3]
+    record["weight_norms"][2][3] = norm * (1 + 1e-4)  # 10x the CPU bound
+    path.write_text(json.dumps(record))
+    code, stdout, _ = run_cli(capsys, "reproduce", path, "--quiet")
+    assert code == 0
+    assert f"  (not counted on CUDA) weight_norms[2][3]: recorded {norm * (1 + 1e-4):.9g}" in stdout
+    assert "1 of 1 runs reproduced: within tolerance" in stdout
